@@ -1,0 +1,150 @@
+"""Coalesced jobs: at most one job per item queued, and no change that arrives mid-run missed.
+
+A webhook is only a hint ("look again at this mailbox"), so a thousand hints for one item must
+cost one or two runs, not a thousand. The protocol (DESIGN.md, "Coalescing"):
+
+- the receiver sets the item's dirty flag, then makes sure a job is queued under the item's
+  deterministic id; if that job is already running it queues one follow-up job instead;
+- the job takes the item's lock, clears the flag before it reads, does one round, and does
+  another round while the flag was set again meanwhile;
+- a follow-up that finds the flag clear has nothing to do.
+
+Two workers never work on one item at once (the lock), a killed worker's lock expires, and RQ's
+retry requeues its job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.lock import Lock
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from core import store
+
+log = logging.getLogger(__name__)
+
+PENDING_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+LOCK_SECONDS = 60
+MAX_ROUNDS = 5
+RETRY_INTERVALS = [1, 5, 15, 60, 300]
+
+
+def job_id(kind: str, item: str, suffix: str = "") -> str:
+    """RQ allows letters, digits, `_` and `-` only; callers pass Graph ids or numeric ids."""
+    return f"{kind}-{item}{suffix}"
+
+
+def ensure_queued(
+    queue: Queue,
+    func: str,
+    kind: str,
+    item: str,
+    *,
+    retries: int = len(RETRY_INTERVALS),
+    timeout: int = 300,
+) -> str:
+    """Mark the item dirty and make sure a job will read it after now. Returns the job id used.
+
+    `func` is a dotted path so that the web process never imports the workers (and with them the
+    Graph and Coconut clients). Raises redis.ConnectionError when Redis is down.
+    """
+    conn = queue.connection
+    conn.set(store.dirty_key(kind, item), 1)
+    for suffix in ("", "-followup"):
+        candidate = job_id(kind, item, suffix)
+        if _enqueue_unique(queue, func, candidate, item, retries, timeout):
+            return candidate
+        if _status(conn, candidate) in PENDING_STATES:
+            return candidate
+    # Both the job and its follow-up are running: the follow-up has not taken the lock yet
+    # (the lock is exclusive), so it will still see the dirty flag set above.
+    return job_id(kind, item, "-followup")
+
+
+def _enqueue_unique(
+    queue: Queue, func: str, candidate: str, item: str, retries: int, timeout: int
+) -> bool:
+    for _ in range(2):
+        try:
+            queue.enqueue(
+                func,
+                item,
+                job_id=candidate,
+                unique=True,
+                result_ttl=0,
+                failure_ttl=7 * 86_400,
+                job_timeout=timeout,
+                retry=Retry(max=retries, interval=RETRY_INTERVALS[: max(retries, 1)])
+                if retries
+                else None,
+            )
+            return True
+        except DuplicateJobError:
+            status = _status(queue.connection, candidate)
+            if status in PENDING_STATES or status == JobStatus.STARTED:
+                return False
+            # A finished, failed or stopped job of that id keeps its hash; it says nothing about
+            # the new change, so it gives way (a failed one stays visible in the failed registry
+            # under the history it was given there).
+            _discard(queue.connection, candidate)
+    return False
+
+
+def _status(conn: redis.Redis, candidate: str) -> JobStatus | None:
+    try:
+        return Job.fetch(candidate, connection=conn).get_status(refresh=False)
+    except NoSuchJobError:
+        return None
+
+
+def _discard(conn: redis.Redis, candidate: str) -> None:
+    try:
+        Job.fetch(candidate, connection=conn).delete(remove_from_queue=True)
+    except NoSuchJobError:
+        return
+
+
+@contextmanager
+def item_lock(conn: redis.Redis, kind: str, item: str) -> Iterator[Lock]:
+    """Hold the item's lock; it expires on its own if the worker dies, and `extend` keeps it."""
+    lock = conn.lock(
+        store.lock_key(kind, item), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS * 2
+    )
+    if not lock.acquire():
+        raise LockBusy(f"{kind} {item} is locked by another worker")
+    try:
+        yield lock
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("lock.lost", extra={"kind": kind, "item": item})
+
+
+class LockBusy(Exception):
+    """Another worker held the item's lock for longer than a job may wait; RQ retries the job."""
+
+
+def run_coalesced(conn: redis.Redis, kind: str, item: str, round_: Callable[[Lock], Any]) -> int:
+    """Run `round_` under the item's lock until no change arrived during the last round.
+
+    The dirty flag is cleared before each round reads, so a change that lands during the round
+    sets it again and earns one more round. Returns how many rounds ran (0: nothing to do).
+    """
+    dirty = store.dirty_key(kind, item)
+    rounds = 0
+    with item_lock(conn, kind, item) as lock:
+        while rounds < MAX_ROUNDS and conn.delete(dirty):
+            rounds += 1
+            round_(lock)
+            lock.extend(LOCK_SECONDS, replace_ttl=True)
+        if rounds == MAX_ROUNDS and conn.exists(dirty):
+            log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
+    return rounds

@@ -1,0 +1,104 @@
+"""Settings from `EXSYNC_*` environment variables, validated once when a process starts.
+
+Each process asks for the settings it cannot run without (`require`), so a web process does not
+need Graph credentials and a misconfigured worker stops at start with the variable's name
+instead of failing on its first job.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
+
+ENV_PREFIX = "EXSYNC_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("EXSYNC_REDIS_URL", "REDIS_URL"),
+    )
+    deployment_id: str = Field("exsync", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    public_url: str = "http://127.0.0.1:8000"
+    queue_name: str = Field("exsync", pattern=r"^[A-Za-z0-9_-]+$")
+
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret: str = Field("", repr=False)
+    graph_url: str = MICROSOFT_GRAPH
+    authority: str = MICROSOFT_AUTHORITY
+    graph_ca_file: str | None = None
+    impersonation: bool = True
+
+    coconut_url: str = ""
+    coconut_client_id: str = ""
+    coconut_client_secret: str = Field("", repr=False)
+    coconut_webhook_secret: str = Field("", repr=False)
+    coconut_app_url: str = "https://bank.coconutcalendar.com"
+
+    show_event_titles: bool = False
+    sync_past_days: int = Field(7, ge=0, le=365)
+    sync_future_days: int = Field(180, ge=1, le=730)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    job_timeout: int = Field(300, ge=10)
+    job_retries: int = Field(5, ge=0, le=25)
+
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern=r"^(text|json)$")
+
+    @field_validator("public_url", "graph_url", "authority", "coconut_app_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("authority")
+    @classmethod
+    def _authority_is_tls(cls, value: str) -> str:
+        # azure-identity refuses any other authority; say so at start, not at the first token.
+        if not value.startswith("https://"):
+            raise ValueError(f"must be an https URL (azure-identity requires TLS), got {value!r}")
+        return value
+
+    @field_validator("coconut_url")
+    @classmethod
+    def _coconut_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @cached_property
+    def graph_endpoint(self) -> GraphEndpoint:
+        return GraphEndpoint(
+            graph_url=self.graph_url, authority=self.authority, ca_file=self.graph_ca_file
+        )
+
+    def require(self, *names: str) -> Settings:
+        """Return self, or raise SettingsError naming every required variable left empty."""
+        missing = [ENV_PREFIX + name.upper() for name in names if not getattr(self, name)]
+        if missing:
+            raise SettingsError(f"missing required setting(s): {', '.join(missing)}")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (overrides win); raise SettingsError with the variable names."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError("invalid setting(s): " + "; ".join(problems)) from None

@@ -1,0 +1,73 @@
+"""The Redis connection and the names of every key the service keeps there.
+
+All state lives in Redis (AOF in production) so web processes, workers and the scheduler are
+stateless and can run on any number of machines. Keys are named here, once, so a reader can see
+the whole layout in one place:
+
+    exsync:delivery:{source}:{id}      seen webhook delivery ids (dedupe window)
+    exsync:dirty:{kind}:{key}          a change arrived for this item since its job last read
+    exsync:lock:{kind}:{key}           one worker at a time per mailbox or appointment
+    exsync:subscription:{id}           hash: mailbox, client_state, expires_at, resource
+    exsync:mailbox:{user_id}           hash: sync state of one staff mailbox
+    exsync:appointment:{id}            hash: mailbox user id -> projected event (json)
+    exsync:block:{user_id}             hash: Graph event id -> external absence (json)
+"""
+
+from __future__ import annotations
+
+import redis
+
+PREFIX = "exsync"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client with short timeouts: a receiver must answer 503 fast when Redis is down."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def key(*parts: object) -> str:
+    return ":".join([PREFIX, *(str(part) for part in parts)])
+
+
+def delivery_key(source: str, delivery_id: str) -> str:
+    return key("delivery", source, delivery_id)
+
+
+def dirty_key(kind: str, item: str) -> str:
+    return key("dirty", kind, item)
+
+
+def lock_key(kind: str, item: str) -> str:
+    return key("lock", kind, item)
+
+
+def subscription_key(subscription_id: str) -> str:
+    return key("subscription", subscription_id)
+
+
+def mailbox_key(user_id: str) -> str:
+    return key("mailbox", user_id)
+
+
+def appointment_key(appointment_id: str) -> str:
+    return key("appointment", appointment_id)
+
+
+def block_key(user_id: str) -> str:
+    return key("block", user_id)
+
+
+def first_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400) -> bool:
+    """True the first time a delivery id is seen; senders redeliver for about a day."""
+    return bool(conn.set(delivery_key(source, delivery_id), 1, nx=True, ex=ttl))
+
+
+def forget_delivery(conn: redis.Redis, source: str, delivery_id: str) -> None:
+    """Undo `first_delivery` when the delivery could not be enqueued, so its retry is accepted."""
+    conn.delete(delivery_key(source, delivery_id))

@@ -1,0 +1,44 @@
+"""The Flask app factory: webhook receivers, health, and (later) the admin pages and API."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, jsonify
+from rq import Queue
+from werkzeug.exceptions import HTTPException
+
+from core import store
+from core.settings import Settings, load_settings
+from webhooks import coconut, graph, health
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    conn = store.connect(settings.redis_url)
+    app.extensions["exsync"] = Services(settings, conn, Queue(settings.queue_name, connection=conn))
+    app.register_blueprint(coconut.bp)
+    app.register_blueprint(graph.bp)
+    app.register_blueprint(health.bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis.RedisError, _redis_down)
+    return app
+
+
+class Services:
+    """What a request handler may use: settings, Redis and the queue. No Graph, no Coconut."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis, queue: Queue) -> None:
+        self.settings = settings
+        self.redis = conn
+        self.queue = queue
+
+
+def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    return jsonify(error=exc.name, reason=exc.description), exc.code
+
+
+def _redis_down(exc: redis.RedisError):  # type: ignore[no-untyped-def]
+    # The sender retries on 503; accepting without a queue would lose the change.
+    return jsonify(error="Service Unavailable", reason="queue unavailable, retry later"), 503

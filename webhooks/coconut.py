@@ -1,0 +1,116 @@
+"""`POST /webhooks/coconut`: Coconut's appointment, absence and user webhooks.
+
+An ordered ladder of guards: authenticate (HMAC over the raw body) → parse → filter → dedupe
+→ enqueue → 202. The body is only a hint: the job reads the item's current state from Coconut,
+so order and duplicates do not matter, and nothing but the item id is taken from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from core import jobs, store
+from webhooks.coconut_signature import SignatureError, verify
+
+log = logging.getLogger(__name__)
+bp = Blueprint("coconut_webhooks", __name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which job an event asks for, and which JSON:API type its `data` must carry."""
+
+    func: str
+    kind: str
+    data_type: str
+
+
+APPOINTMENT = Target("workers.appointments.sync_appointment", "appointment", "appointments")
+ABSENCE = Target("workers.appointments.sync_absence", "absence", "absences")
+STAFF = Target("workers.appointments.sync_staff", "staff", "users")
+
+DISPATCH: dict[str, Target | None] = {
+    "appointment.created": APPOINTMENT,
+    "appointment.updated": APPOINTMENT,
+    "appointment.rescheduled": APPOINTMENT,
+    "appointment.cancelled": APPOINTMENT,
+    "appointment.reassigned": APPOINTMENT,
+    "absence.created": ABSENCE,
+    "absence.updated": ABSENCE,
+    "absence.deleted": ABSENCE,
+    "user.updated": STAFF,
+    "ping": None,
+}
+
+
+class BadDelivery(Exception):
+    """The body cannot be a Coconut delivery we act on; `reason` goes back in the 400."""
+
+
+@bp.post("/webhooks/coconut")
+def receive() -> tuple[Response, int]:
+    services = current_app.extensions["exsync"]
+    body = request.get_data(cache=False)
+    try:
+        verify(
+            services.settings.coconut_webhook_secret,
+            request.headers.get("X-Coconut-Timestamp"),
+            request.headers.get("X-Coconut-Signature"),
+            body,
+        )
+    except SignatureError as exc:
+        log.info("coconut.refused.signature", extra={"reason": exc.reason})
+        return jsonify(error="Unauthorized", reason=exc.reason), 401
+    try:
+        event, target, item = _parse(body)
+    except BadDelivery as exc:
+        log.info("coconut.refused.body", extra={"reason": str(exc)})
+        return jsonify(error="Bad Request", reason=str(exc)), 400
+    if target is None:
+        return jsonify(status="ignored", event=event), 200
+
+    delivery_id = request.headers.get("X-Coconut-Delivery-Id", "")
+    if not delivery_id or len(delivery_id) > 100:
+        return jsonify(
+            error="Bad Request", reason="missing or oversized X-Coconut-Delivery-Id"
+        ), 400
+    if not store.first_delivery(services.redis, "coconut", delivery_id):
+        log.info("coconut.duplicate", extra={"delivery_id": delivery_id})
+        return jsonify(status="duplicate", delivery_id=delivery_id), 200
+    try:
+        job = jobs.ensure_queued(services.queue, target.func, target.kind, item)
+    except Exception:
+        store.forget_delivery(services.redis, "coconut", delivery_id)
+        raise
+    log.info("coconut.accepted", extra={"event": event, "item": item, "job_id": job})
+    return jsonify(status="accepted", job_id=job), 202
+
+
+def _parse(body: bytes) -> tuple[str, Target | None, str]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadDelivery(f"body is not JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    if not isinstance(payload, dict):
+        raise BadDelivery("body must be a JSON object")
+    event = payload.get("type")
+    if not isinstance(event, str) or event not in DISPATCH:
+        raise BadDelivery(f"unknown event type, got {str(event)[:60]!r}")
+    target = DISPATCH[event]
+    if target is None:
+        return event, None, ""
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise BadDelivery("data must be an object")
+    if data.get("type") != target.data_type:
+        raise BadDelivery(f"{event} must carry data.type {target.data_type!r}")
+    item = data.get("id")
+    if isinstance(item, int) and not isinstance(item, bool):
+        item = str(item)
+    if not isinstance(item, str) or not item.isdigit() or len(item) > 20:
+        raise BadDelivery(f"data.id must be a numeric id, got {str(item)[:30]!r}")
+    return event, target, item

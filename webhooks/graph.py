@@ -1,0 +1,133 @@
+"""Microsoft Graph change and lifecycle notifications.
+
+`POST /webhooks/graph`: the validation handshake, then for each notification item: the
+subscription must be ours, its `clientState` must match (constant time) and its tenant must be
+ours; each valid item marks its mailbox dirty and makes sure one `sync_mailbox` job is queued.
+Graph counts only a 2xx within 3 seconds as delivered and drops notifications to slow
+endpoints, so the answer never waits on anything but Redis.
+
+`POST /webhooks/graph/lifecycle`: `reauthorizationRequired`, `subscriptionRemoved` and `missed`
+go to the subscription manager's jobs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from core import jobs, store
+
+log = logging.getLogger(__name__)
+bp = Blueprint("graph_webhooks", __name__)
+
+SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
+LIFECYCLE_JOBS = {
+    "reauthorizationRequired": "subscriptions.jobs.reauthorize_subscription",
+    "subscriptionRemoved": "subscriptions.jobs.recreate_subscription",
+    "missed": None,  # nothing to repair on the subscription: resync the mailbox
+}
+MAX_TOKEN_LENGTH = 4096
+
+
+class InvalidItem(Exception):
+    """One notification item is not ours; it is dropped, the rest of the batch still counts."""
+
+
+@bp.post("/webhooks/graph")
+def notifications() -> tuple[Response, int] | Response:
+    handshake = _handshake()
+    if handshake is not None:
+        return handshake
+    services = current_app.extensions["exsync"]
+    items = _items()
+    if isinstance(items, tuple):
+        return items
+    mailboxes = set()
+    for item in items:
+        try:
+            mailboxes.add(_verified_mailbox(services, item))
+        except InvalidItem as exc:
+            log.info("graph.item_refused", extra={"reason": str(exc)})
+    # Graph batches several changes per POST; one job per mailbox covers them all.
+    for mailbox in sorted(mailboxes):
+        services.redis.hset(store.mailbox_key(mailbox), "last_notification_at", int(time.time()))
+        jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox)
+    log.info("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
+    return jsonify(status="accepted", mailboxes=len(mailboxes)), 202
+
+
+@bp.post("/webhooks/graph/lifecycle")
+def lifecycle() -> tuple[Response, int] | Response:
+    handshake = _handshake()
+    if handshake is not None:
+        return handshake
+    services = current_app.extensions["exsync"]
+    items = _items()
+    if isinstance(items, tuple):
+        return items
+    queued = 0
+    for item in items:
+        event = item.get("lifecycleEvent")
+        if event not in LIFECYCLE_JOBS:
+            log.info("graph.lifecycle_refused", extra={"reason": "unknown lifecycleEvent"})
+            continue
+        try:
+            mailbox = _verified_mailbox(services, item)
+        except InvalidItem as exc:
+            log.info("graph.lifecycle_refused", extra={"reason": str(exc)})
+            continue
+        func = LIFECYCLE_JOBS[event]
+        if func is not None:
+            jobs.ensure_queued(services.queue, func, "subscription", item["subscriptionId"])
+        jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox)
+        log.info("graph.lifecycle", extra={"lifecycle_event": event, "mailbox": mailbox})
+        queued += 1
+    return jsonify(status="accepted", queued=queued), 202
+
+
+def _handshake() -> Response | None:
+    """Echo the decoded validation token as plain text (never HTML: it is attacker-chosen)."""
+    token = request.args.get("validationToken")
+    if token is None:
+        return None
+    if len(token) > MAX_TOKEN_LENGTH:
+        return Response("validationToken too long", status=400, mimetype="text/plain")
+    return Response(token, status=200, mimetype="text/plain")
+
+
+def _items() -> list[dict[str, Any]] | tuple[Response, int]:
+    try:
+        payload = json.loads(request.get_data(cache=False))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return jsonify(error="Bad Request", reason="body is not JSON"), 400
+    value = payload.get("value") if isinstance(payload, dict) else None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        return jsonify(error="Bad Request", reason="body must be an object with a value array"), 400
+    return value
+
+
+def _verified_mailbox(services: Any, item: dict[str, Any]) -> str:
+    subscription_id = item.get("subscriptionId")
+    if not isinstance(subscription_id, str) or not subscription_id or len(subscription_id) > 100:
+        raise InvalidItem("missing subscriptionId")
+    known = _subscription(services.redis, subscription_id)
+    if not known:
+        raise InvalidItem("unknown subscription")
+    offered = item.get("clientState")
+    expected = known.get(b"client_state", b"")
+    if not isinstance(offered, str) or not hmac.compare_digest(offered.encode(), expected):
+        raise InvalidItem("clientState mismatch")
+    tenant = services.settings.tenant_id
+    if tenant and item.get("tenantId") not in (None, tenant):
+        raise InvalidItem("foreign tenant")
+    return known[b"user_id"].decode()
+
+
+def _subscription(conn: redis.Redis, subscription_id: str) -> dict[bytes, bytes]:
+    return conn.hgetall(store.subscription_key(subscription_id))  # type: ignore[return-value]
