@@ -19,6 +19,7 @@ from azure.identity import ClientSecretCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
+from kiota_http.middleware.options import RetryHandlerOption
 from msgraph import GraphServiceClient
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory
@@ -77,12 +78,15 @@ def graph_client(endpoint: GraphEndpoint, credential: TokenCredential) -> GraphS
         scopes=[scope],
         allowed_hosts=[urlsplit(endpoint.graph_url).hostname or ""],
     )
+    # Retries are core.throttle's: the SDK's handler waits alone, not shared by the workers.
+    no_retry = RetryHandlerOption(max_retries=0)
     http = GraphClientFactory.create_with_default_middleware(
+        options={no_retry.get_key(): no_retry},
         client=httpx.AsyncClient(
             verify=tls_context(endpoint.ca_file),
             timeout=httpx.Timeout(30, connect=10),
             http2=False,
-        )
+        ),
     )
     adapter = GraphRequestAdapter(auth, client=http)
     adapter.base_url = endpoint.graph_url

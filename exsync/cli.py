@@ -1,0 +1,143 @@
+"""`exsync`: one command for every process of the service and for the chores of running it.
+
+Exit codes scripts can rely on: 0 done, 1 the chore ran and found a problem, 2 bad usage or
+configuration (the message names the setting), 3 a dependency (Redis) is unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import redis
+
+from core import logs
+from core.settings import Settings, SettingsError, load_settings
+
+EXIT_PROBLEM = 1
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+
+def _settings(*required: str) -> Settings:
+    try:
+        settings = load_settings().require(*required)
+    except SettingsError as exc:
+        click.echo(f"exsync: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Keep Coconut appointments and Exchange Online calendars in sync, both ways.
+
+    Configuration comes from EXSYNC_* environment variables (see the README).
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, help="Threads per gunicorn worker.")
+def web(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the webhook receivers, health checks and admin pages (gunicorn)."""
+    _settings("coconut_webhook_secret")
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"{host}:{port}",
+            "--workers", str(workers),
+            "--worker-class", "gthread",
+            "--threads", str(threads),
+            "--timeout", "30",
+            "--graceful-timeout", "10",
+            "--access-logfile", "-",
+            "webhooks.app:create_app()",
+        ],
+    )  # fmt: skip
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Metrics address.")
+@click.option("--port", default=9101, show_default=True, help="Metrics port (0: none).")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def worker(host: str, port: int, burst: bool) -> None:
+    """Run one RQ worker that applies changes to the opposite calendar."""
+    settings = _settings("tenant_id", "client_id", "coconut_url")
+    from workers.runner import run_worker
+
+    sys.exit(run_worker(settings, host=host, port=port, burst=burst))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Metrics address.")
+@click.option("--port", default=9102, show_default=True, help="Metrics port (0: none).")
+def scheduler(host: str, port: int) -> None:
+    """Create and renew Graph subscriptions, poll delegated mailboxes, reconcile."""
+    settings = _settings("tenant_id", "client_id", "coconut_url")
+    from subscriptions.scheduler import run_scheduler
+
+    sys.exit(run_scheduler(settings, host=host, port=port))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("service", type=click.Choice(["graph", "coconut"]))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def emulate(service: str, args: tuple[str, ...]) -> None:
+    """Run a local emulator of Microsoft Graph or Coconut (`exsync emulate graph --help`)."""
+    # A separate program reached over HTTP, like the real service: nothing here imports it.
+    os.execvp(sys.executable, [sys.executable, "-m", f"emulators.{service}", *args])
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for every process.")
+@click.option("--port", default=8000, show_default=True, help="Web port; others follow it.")
+def demo(host: str, port: int) -> None:
+    """Start both emulators, Redis if needed, web, a worker and the scheduler, seeded."""
+    from exsync.demo import run_demo
+
+    sys.exit(run_demo(host, port))
+
+
+@main.group()
+def failed() -> None:
+    """Jobs that exhausted their retries."""
+
+
+@failed.command("list")
+def failed_list() -> None:
+    """Show failed jobs with the reason each failed."""
+    from exsync.failed import list_failed
+
+    settings = _settings()
+    try:
+        sys.exit(list_failed(settings))
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+
+
+@failed.command("requeue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "requeue_all", is_flag=True, help="Requeue every failed job.")
+def failed_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
+    """Put failed jobs back on the queue."""
+    from exsync.failed import requeue_failed
+
+    if not job_ids and not requeue_all:
+        raise click.UsageError("name job ids or pass --all")
+    settings = _settings()
+    try:
+        sys.exit(requeue_failed(settings, list(job_ids), requeue_all))
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+
+
+if __name__ == "__main__":
+    main()

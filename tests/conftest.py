@@ -1,0 +1,50 @@
+"""Shared fixtures: a real Redis (its own database, flushed before and after) and the system."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.harness import System
+
+TEST_REDIS_URL = os.environ.get("EXSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The test database, empty. A missing Redis fails the test: it never skips."""
+    conn = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        conn.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is required at {TEST_REDIS_URL}: {exc}")
+    conn.flushdb()
+    yield TEST_REDIS_URL
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def make_system(tmp_path: Path, redis_url: str) -> Iterator[type[System]]:
+    """Build and start the whole system: `make_system(workers=2, scheduler=True)`."""
+    started: list[System] = []
+
+    def factory(**options: object) -> System:
+        system = System(tmp_path, redis_url, **options)  # type: ignore[arg-type]
+        started.append(system)
+        return system.start()
+
+    yield factory  # type: ignore[misc]
+    for system in started:
+        system.stop()

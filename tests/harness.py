@@ -1,0 +1,212 @@
+"""Starts the whole system as real processes for end-to-end tests: both emulators, the web
+app under gunicorn, RQ workers and the scheduler, all on loopback against a real Redis.
+
+Each process writes its output to a log file in the test's tmp dir; `System.logs()` returns
+them, so a failing test can show what happened and a privacy test can search them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"
+GRAPH_CLIENT_ID = "exsync-demo-app"
+GRAPH_CLIENT_SECRET = "exsync-demo-secret"
+COCONUT_CLIENT_ID = "exsync-demo"
+COCONUT_CLIENT_SECRET = "coconut-demo-secret"
+COCONUT_WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll until `probe()` returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        def probe() -> re.Match[str] | None:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.log_path.read_text()}")
+            return re.search(pattern, self.log_path.read_text(errors="replace"))
+
+        return wait_until(probe, timeout, what=f"{self.name} to print {pattern!r}")
+
+    def signal(self, sig: int) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self) -> None:
+        if not self.popen or self.popen.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+
+
+@dataclass
+class System:
+    """The running system; build with `System(tmp_path, redis_url).start()` and always `stop()`."""
+
+    tmp: Path
+    redis_url: str
+    workers: int = 1
+    scheduler: bool = False
+    graph_args: list[str] = field(default_factory=list)
+    coconut_args: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.graph_port = free_port()
+        self.coconut_port = free_port()
+        self.web_port = free_port()
+        self.ca_file = self.tmp / "graph-ca.pem"
+        self.graph_base = f"https://127.0.0.1:{self.graph_port}"
+        self.coconut_base = f"http://127.0.0.1:{self.coconut_port}"
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+
+    # -- environment ----------------------------------------------------------------------
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EXSYNC_")}
+        env.update(
+            EXSYNC_REDIS_URL=self.redis_url,
+            EXSYNC_TENANT_ID=TENANT,
+            EXSYNC_CLIENT_ID=GRAPH_CLIENT_ID,
+            EXSYNC_CLIENT_SECRET=GRAPH_CLIENT_SECRET,
+            EXSYNC_GRAPH_URL=f"{self.graph_base}/v1.0",
+            EXSYNC_AUTHORITY=self.graph_base,
+            EXSYNC_GRAPH_CA_FILE=str(self.ca_file),
+            EXSYNC_COCONUT_URL=f"{self.coconut_base}/api/v2/b2b",
+            EXSYNC_COCONUT_CLIENT_ID=COCONUT_CLIENT_ID,
+            EXSYNC_COCONUT_CLIENT_SECRET=COCONUT_CLIENT_SECRET,
+            EXSYNC_COCONUT_WEBHOOK_SECRET=COCONUT_WEBHOOK_SECRET,
+            EXSYNC_PUBLIC_URL=self.web_url,
+            EXSYNC_JOB_TIMEOUT="60",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.settings)
+        return env
+
+    def _process(self, name: str, argv: list[str]) -> Process:
+        proc = Process(name, argv, self.env, self.tmp / f"{name}.log")
+        self.processes[name] = proc
+        proc.start()
+        return proc
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> System:
+        graph = self._process(
+            "graph",
+            [sys.executable, "-m", "emulators.graph", "--port", str(self.graph_port),
+             "--ca-file", str(self.ca_file), *self.graph_args],
+        )  # fmt: skip
+        coconut = self._process(
+            "coconut",
+            [sys.executable, "-m", "emulators.coconut", "--port", str(self.coconut_port),
+             "--webhook-url", f"{self.web_url}/webhooks/coconut",
+             "--webhook-secret", COCONUT_WEBHOOK_SECRET, "--retry-scale", "0.01",
+             *self.coconut_args],
+        )  # fmt: skip
+        self._process(
+            "web",
+            [sys.executable, "-m", "exsync.cli", "web", "--port", str(self.web_port),
+             "--workers", "1", "--threads", "8"],
+        )  # fmt: skip
+        graph.wait_for_line(r"graph emulator ready at \S+")
+        coconut.wait_for_line(r"coconut emulator ready at \S+")
+        wait_until(self._web_ready, 30, what="web /healthz")
+        for index in range(self.workers):
+            self.start_worker(index)
+        if self.scheduler:
+            self._process(
+                "scheduler", [sys.executable, "-m", "exsync.cli", "scheduler", "--port", "0"]
+            )
+        return self
+
+    def start_worker(self, index: int) -> Process:
+        return self._process(
+            f"worker-{index}", [sys.executable, "-m", "exsync.cli", "worker", "--port", "0"]
+        )
+
+    def restart(self, name: str) -> Process:
+        old = self.processes[name]
+        old.stop()
+        proc = Process(name, old.argv, self.env, old.log_path)
+        self.processes[name] = proc
+        proc.start()
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes.values())):
+            proc.stop()
+
+    def _web_ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.web_url}/healthz", timeout=1).status_code == 200
+        return False
+
+    def logs(self) -> str:
+        return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes.values())
+
+    # -- talking to the emulators -----------------------------------------------------------
+    def graph_http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.graph_base, verify=str(self.ca_file), timeout=10)
+
+    def coconut_http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.coconut_base, timeout=10)
+
+    def graph_state(self) -> dict[str, Any]:
+        with self.graph_http() as http:
+            return http.get("/_emulator/state").raise_for_status().json()
+
+    def coconut_state(self) -> dict[str, Any]:
+        with self.coconut_http() as http:
+            return http.get("/_emulator/state").raise_for_status().json()

@@ -1,0 +1,75 @@
+"""What a job works with: settings, Redis, the queue, one event loop and the two API clients.
+
+msgraph-sdk is async only and a client cannot outlive its event loop, so each worker process
+keeps one loop and one Graph client for its whole life (workers run jobs in-process, see
+workers.runner). Jobs take ids, call `context()` and read current state themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from functools import cached_property
+from typing import Any, TypeVar
+
+import redis
+from core.coconut import CoconutClient
+from msgraph import GraphServiceClient
+from rq import Queue
+
+from core import store
+from core.graph import app_credential, graph_client
+from core.settings import Settings, load_settings
+from core.throttle import MailboxGate
+
+T = TypeVar("T")
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return store.connect(self.settings.redis_url)
+
+    @cached_property
+    def queue(self) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.redis)
+
+    @cached_property
+    def graph(self) -> GraphServiceClient:
+        s = self.settings
+        credential = app_credential(s.graph_endpoint, s.tenant_id, s.client_id, s.client_secret)
+        return graph_client(s.graph_endpoint, credential)
+
+    @cached_property
+    def gate(self) -> MailboxGate:
+        return MailboxGate(self.redis, self.settings.client_id or "app")
+
+    @cached_property
+    def coconut(self) -> CoconutClient:
+        s = self.settings
+        return CoconutClient(s.coconut_url, s.coconut_client_id, s.coconut_client_secret)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this process's loop (jobs themselves are plain functions)."""
+        return self.loop.run_until_complete(coro)
+
+
+_current: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    """The process's context, built from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = WorkerContext(load_settings())
+    return _current
+
+
+def install(ctx: WorkerContext) -> None:
+    """Use this context in this process (the worker command builds it from validated settings)."""
+    global _current
+    _current = ctx
