@@ -1,0 +1,77 @@
+"""Which Exchange mailbox belongs to which Coconut staff member.
+
+A staff member is matched to the mailbox whose primary SMTP address equals their Coconut email
+(an admin may override the address). No match is a warning on the User Accounts view, not an
+error. Jobs key everything by the Graph user id (a GUID: safe in RQ job ids, stable across
+renames); the match is cached in Redis both ways.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+from core import store
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+MATCH_TTL = 3600
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    user_id: str  # Graph user id
+    address: str
+
+
+def staff_key(staff_id: str) -> str:
+    return store.key("staff", staff_id)
+
+
+def override_key(staff_id: str) -> str:
+    return store.key("staff", staff_id, "mailbox_override")
+
+
+def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None:
+    """The staff member's mailbox, or None (recorded as that staff member's warning)."""
+    cached = ctx.redis.hgetall(staff_key(staff_id))
+    address = (ctx.redis.get(override_key(staff_id)) or email.encode()).decode().strip().lower()
+    fresh = time.time() - float(cached.get(b"checked_at", 0)) < MATCH_TTL
+    if fresh and cached.get(b"address", b"").decode() == address and cached.get(b"user_id"):
+        return Mailbox(cached[b"user_id"].decode(), address)
+    user_id = ctx.run(_lookup(ctx, address))
+    pipe = ctx.redis.pipeline()
+    pipe.hset(staff_key(staff_id), mapping={"address": address, "checked_at": time.time()})
+    if user_id is None:
+        pipe.hdel(staff_key(staff_id), "user_id")
+        pipe.hset(staff_key(staff_id), "warning", f"no mailbox matches {address}")
+        pipe.execute()
+        log.info("directory.no_mailbox", extra={"staff_id": staff_id})
+        return None
+    pipe.hset(staff_key(staff_id), mapping={"user_id": user_id, "warning": ""})
+    pipe.hset(store.mailbox_key(user_id), mapping={"staff_id": staff_id, "address": address})
+    pipe.execute()
+    return Mailbox(user_id, address)
+
+
+def staff_for(ctx: WorkerContext, user_id: str) -> str | None:
+    """The Coconut staff id matched to a mailbox (set when the staff member was matched)."""
+    raw = ctx.redis.hget(store.mailbox_key(user_id), "staff_id")
+    return raw.decode() if raw else None
+
+
+async def _lookup(ctx: WorkerContext, address: str) -> str | None:
+    try:
+        user = await ctx.gate.call(address, lambda: ctx.graph.users.by_user_id(address).get())
+    except ODataError as exc:
+        if exc.response_status_code == 404:
+            return None
+        raise
+    if user is None or not user.id:
+        return None
+    mail = (user.mail or user.user_principal_name or "").lower()
+    return user.id if mail == address else None
