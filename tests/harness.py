@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import signal
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-T = TypeVar("T")
+from exsync.processes import Process, wait_until
+
+__all__ = ["Process", "System", "free_port", "wait_until"]
 
 TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"
 GRAPH_CLIENT_ID = "exsync-demo-app"
@@ -36,58 +33,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(
-    probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.1, what: str = "condition"
-) -> T:
-    """Poll until `probe()` returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-
-
-@dataclass
-class Process:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        def probe() -> re.Match[str] | None:
-            assert self.popen is not None
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited early:\n{self.log_path.read_text()}")
-            return re.search(pattern, self.log_path.read_text(errors="replace"))
-
-        return wait_until(probe, timeout, what=f"{self.name} to print {pattern!r}")
-
-    def signal(self, sig: int) -> None:
-        if self.popen and self.popen.poll() is None:
-            os.killpg(self.popen.pid, sig)
-
-    def stop(self) -> None:
-        if not self.popen or self.popen.poll() is not None:
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.popen.wait(5)
 
 
 @dataclass

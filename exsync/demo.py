@@ -1,0 +1,164 @@
+"""`exsync demo`: the whole system on one machine, seeded, on embedded defaults.
+
+Starts Redis (REDIS_URL if set, else a `redis-server` on PATH, else fakeredis' in-process TCP
+server), the Graph and Coconut emulators with a few staff, appointments and Outlook events, the
+web app, one worker and the scheduler, all wired to each other; prints where each listens, and
+stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+import httpx
+
+from exsync.processes import Process, ProcessExited, wait_until
+
+TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"
+GRAPH_APP = ("exsync-demo-app", "exsync-demo-secret")
+COCONUT_APP = ("exsync-demo", "coconut-demo-secret")
+WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"  # noqa: S105 - demo only
+
+
+def run_demo(host: str, port: int) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="exsync-demo-"))
+    graph_port, coconut_port = port + 1, port + 2
+    web_url = f"http://{host}:{port}"
+    graph_url = f"https://{host}:{graph_port}"
+    coconut_url = f"http://{host}:{coconut_port}"
+    children: list[Process] = []
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        redis_url, redis_note = _redis(workdir, host, port + 3, children)
+        env = _environment(redis_url, web_url, graph_url, coconut_url, workdir)
+        python = sys.executable
+
+        def spawn(name: str, *argv: str) -> Process:
+            proc = Process(name, list(argv), env, workdir / f"{name}.log").start()
+            children.append(proc)
+            return proc
+
+        graph = spawn(
+            "graph-emulator", python, "-m", "emulators.graph", "--host", host,
+            "--port", str(graph_port), "--ca-file", str(workdir / "graph-ca.pem"), "--users", "3",
+        )  # fmt: skip
+        coconut = spawn(
+            "coconut-emulator", python, "-m", "emulators.coconut", "--host", host,
+            "--port", str(coconut_port), "--staff", "3",
+            "--webhook-url", f"{web_url}/webhooks/coconut", "--webhook-secret", WEBHOOK_SECRET,
+        )  # fmt: skip
+        graph.wait_for_line(r"graph emulator ready at \S+")
+        coconut.wait_for_line(r"coconut emulator ready at \S+")
+        spawn("web", python, "-m", "exsync.cli", "web", "--host", host, "--port", str(port))
+        wait_until(lambda: _answers(f"{web_url}/healthz"), 30, what="the web app")
+        spawn("worker", python, "-m", "exsync.cli", "worker", "--host", host, "--port", "0")
+        spawn("scheduler", python, "-m", "exsync.cli", "scheduler", "--host", host, "--port", "0")
+    except (ProcessExited, TimeoutError, OSError) as exc:
+        click.echo(f"exsync demo: could not start: {exc}", err=True)
+        _stop_all(children)
+        return 1
+
+    _print_started(redis_note, web_url, graph_url, coconut_url, workdir)
+    code = _watch(children, stopping)
+    _stop_all(children)
+    click.echo("exsync demo: stopped everything")
+    return code
+
+
+def _environment(
+    redis_url: str, web_url: str, graph_url: str, coconut_url: str, workdir: Path
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXSYNC_")}
+    env.update(
+        EXSYNC_REDIS_URL=redis_url,
+        EXSYNC_PUBLIC_URL=web_url,
+        EXSYNC_TENANT_ID=TENANT,
+        EXSYNC_CLIENT_ID=GRAPH_APP[0],
+        EXSYNC_CLIENT_SECRET=GRAPH_APP[1],
+        EXSYNC_GRAPH_URL=f"{graph_url}/v1.0",
+        EXSYNC_AUTHORITY=graph_url,
+        EXSYNC_GRAPH_CA_FILE=str(workdir / "graph-ca.pem"),
+        EXSYNC_COCONUT_URL=f"{coconut_url}/api/v2/b2b",
+        EXSYNC_COCONUT_CLIENT_ID=COCONUT_APP[0],
+        EXSYNC_COCONUT_CLIENT_SECRET=COCONUT_APP[1],
+        EXSYNC_COCONUT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        EXSYNC_SHOW_EVENT_TITLES="true",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _redis(workdir: Path, host: str, port: int, children: list[Process]) -> tuple[str, str]:
+    """The Redis to use and a line saying which one it is."""
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"], "REDIS_URL from the environment"
+    server = shutil.which("redis-server")
+    if server:
+        proc = Process(
+            "redis",
+            [server, "--bind", host, "--port", str(port), "--dir", str(workdir),
+             "--appendonly", "yes", "--save", ""],
+            dict(os.environ), workdir / "redis.log",
+        ).start()  # fmt: skip
+        children.append(proc)
+        proc.wait_for_line(r"Ready to accept connections")
+        return f"redis://{host}:{port}/0", f"redis-server on {host}:{port} (AOF in {workdir})"
+    from fakeredis import TcpFakeServer
+
+    fake = TcpFakeServer((host, port), server_type="redis")
+    threading.Thread(target=fake.serve_forever, daemon=True, name="fakeredis").start()
+    return f"redis://{host}:{port}/0", f"embedded fakeredis on {host}:{port} (in memory)"
+
+
+def _answers(url: str, **kwargs: object) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=1, **kwargs).status_code == 200  # type: ignore[arg-type]
+    return False
+
+
+def _print_started(
+    redis_note: str, web_url: str, graph_url: str, coconut_url: str, workdir: Path
+) -> None:
+    rows = [
+        ("redis", redis_note),
+        ("graph emulator", f"{graph_url}/v1.0  (state: {graph_url}/_emulator/state)"),
+        ("coconut emulator", f"{coconut_url}/api/v2/b2b  (state: {coconut_url}/_emulator/state)"),
+        ("web", f"{web_url}  (webhooks at /webhooks/graph and /webhooks/coconut)"),
+        ("worker", "1 RQ worker"),
+        ("scheduler", "subscriptions, polling and reconciliation"),
+        ("logs", str(workdir)),
+    ]
+    click.echo("exsync demo is running:")
+    for name, where in rows:
+        click.echo(f"  {name:<17} {where}")
+    click.echo("Press Ctrl-C to stop.")
+
+
+def _watch(children: list[Process], stopping: threading.Event) -> int:
+    while not stopping.wait(0.5):
+        for proc in children:
+            if not proc.running:
+                click.echo(f"exsync demo: {proc.name} exited; its log: {proc.log_path}", err=True)
+                return 1
+    return 0
+
+
+def _stop_all(children: list[Process]) -> None:
+    for proc in reversed(children):
+        proc.stop()
+    time.sleep(0.1)
