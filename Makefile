@@ -10,6 +10,7 @@ demo: $(VENV)/.installed
 	$(BIN)/exsync demo
 
 test: $(VENV)/.installed
+	PYTHON=$(BIN)/python .ci/ensure-redis
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
