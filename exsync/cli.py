@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import click
 import redis
@@ -46,6 +47,8 @@ def main() -> None:
 def web(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the webhook receivers, health checks and admin pages (gunicorn)."""
     _settings("coconut_webhook_secret")
+    # Each gunicorn process counts on its own; /metrics sums them from this directory.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="exsync-metrics-")
     os.execvp(
         sys.executable,
         [

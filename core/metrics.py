@@ -1,0 +1,124 @@
+"""Prometheus metric families, defined once for every process.
+
+Counters and histograms are updated where things happen (receivers, jobs, the Graph gate).
+Gauges that describe shared state (queue depth and age, subscriptions and their time to
+expiry, failed jobs) are read from Redis at scrape time by `StateCollector`, so any process can
+serve them and none has to keep them up to date.
+
+The web app runs several gunicorn processes; `exsync web` points `PROMETHEUS_MULTIPROC_DIR` at a
+fresh directory so that `/metrics` adds up the counters of all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import redis
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from core import store
+
+log = logging.getLogger(__name__)
+
+NOTIFICATIONS = Counter(
+    "exsync_notifications",
+    "Webhook items received, by source (graph, coconut) and outcome (accepted, duplicate, "
+    "or the reason they were refused).",
+    ["source", "outcome"],
+)
+JOB_SECONDS = Histogram(
+    "exsync_job_duration_seconds",
+    "Time a job took, by job function and result.",
+    ["job", "result"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+GRAPH_CALLS = Counter(
+    "exsync_graph_requests", "Graph requests made, by answer status.", ["status"]
+)
+THROTTLE_WAIT = Counter(
+    "exsync_throttle_wait_seconds",
+    "Time spent waiting on Graph throttling (Retry-After and the per-mailbox slots).",
+)
+SYNC_LAG = Histogram(
+    "exsync_sync_lag_seconds",
+    "From a change's notification to its job applying it.",
+    ["direction"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+
+
+class StateCollector(Collector):
+    """Queue, failed-job and subscription gauges read from Redis when scraped."""
+
+    def __init__(self, conn: redis.Redis, queue_name: str) -> None:
+        self.conn = conn
+        self.queue_name = queue_name
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            yield from self._queue()
+            yield from self._subscriptions()
+        except redis.RedisError as exc:
+            # A scrape must not fail because Redis is down; /readyz reports that.
+            log.warning("metrics.redis_unavailable", extra={"error": type(exc).__name__})
+
+    def _queue(self) -> Iterator[Metric]:
+        queue = Queue(self.queue_name, connection=self.conn)
+        depth = GaugeMetricFamily("exsync_queue_depth", "Jobs waiting in the queue.")
+        depth.add_metric([], queue.count)
+        yield depth
+        age = GaugeMetricFamily(
+            "exsync_queue_oldest_job_age_seconds", "Age of the oldest waiting job (0 if none)."
+        )
+        oldest = queue.get_job_ids(0, 1)
+        job = Job.fetch(oldest[0], connection=self.conn) if oldest else None
+        enqueued = job.enqueued_at.timestamp() if job and job.enqueued_at else None
+        age.add_metric([], max(0.0, time.time() - enqueued) if enqueued else 0.0)
+        yield age
+        running = GaugeMetricFamily("exsync_jobs_running", "Jobs being run by a worker.")
+        running.add_metric([], StartedJobRegistry(queue=queue).count)
+        yield running
+        failed = GaugeMetricFamily("exsync_jobs_failed", "Jobs in the failed registry.")
+        failed.add_metric([], FailedJobRegistry(queue=queue).count)
+        yield failed
+
+    def _subscriptions(self) -> Iterator[Metric]:
+        by_state = GaugeMetricFamily(
+            "exsync_subscriptions", "Graph subscriptions we hold, by state.", labels=["state"]
+        )
+        expiry = GaugeMetricFamily(
+            "exsync_subscription_seconds_to_expiry",
+            "Seconds until the soonest subscription expires (negative: already expired).",
+        )
+        now = time.time()
+        states = {"active": 0, "expiring": 0, "expired": 0}
+        soonest: float | None = None
+        for key in self.conn.scan_iter(match=store.subscription_key("*"), count=500):
+            raw = self.conn.hget(key, "expires_at")
+            if not raw:
+                continue
+            left = _epoch(raw.decode()) - now
+            soonest = left if soonest is None else min(soonest, left)
+            states["expired" if left <= 0 else "expiring" if left < 86_400 else "active"] += 1
+        for state, count in states.items():
+            by_state.add_metric([state], count)
+        yield by_state
+        if soonest is not None:
+            expiry.add_metric([], soonest)
+        yield expiry
+
+
+def _epoch(value: str) -> float:
+    """`expires_at` as stored: epoch seconds or an ISO-8601 instant with an offset."""
+    try:
+        return float(value)
+    except ValueError:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
