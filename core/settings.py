@@ -12,6 +12,7 @@ from functools import cached_property
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core import secrets
 from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 
 ENV_PREFIX = "EXSYNC_"
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
     authority: str = MICROSOFT_AUTHORITY
     graph_ca_file: str | None = None
     impersonation: bool = True
+    # Fernet key(s) for secrets at rest, comma-separated for rotation: the first encrypts.
+    secret_key: str = Field("", repr=False)
+    # Point the "worldwide" cloud of the settings page elsewhere (the Graph emulator).
+    cloud_override_graph_url: str = ""
+    cloud_override_authority: str = ""
 
     coconut_url: str = ""
     coconut_client_id: str = ""
@@ -76,6 +82,20 @@ class Settings(BaseSettings):
     def _coconut_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str) -> str:
+        if value:
+            secrets.check_keys(value)
+        return value
+
+    @field_validator("cloud_override_graph_url", "cloud_override_authority")
+    @classmethod
+    def _override_url(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError(f"must be an https URL, got {value!r}")
         return value.rstrip("/")
 
     @cached_property
