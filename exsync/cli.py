@@ -13,7 +13,7 @@ import tempfile
 import click
 import redis
 
-from core import logs
+from core import logs, store
 from core.settings import Settings, SettingsError, load_settings
 
 EXIT_PROBLEM = 1
@@ -140,6 +140,47 @@ def failed_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
     except redis.ConnectionError as exc:
         click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
         sys.exit(EXIT_UNREACHABLE)
+
+
+@main.group()
+def admin() -> None:
+    """Accounts that may sign in to the admin pages, and API tokens for scripts."""
+
+
+@admin.command("add-user")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "staff"]), default="admin", show_default=True)
+@click.password_option(envvar="EXSYNC_ADMIN_PASSWORD", help="Or set EXSYNC_ADMIN_PASSWORD.")
+def admin_add_user(email: str, role: str, password: str) -> None:
+    """Create (or reset) an account; only the admin role reaches settings."""
+    from exsync.admin_users import AdminUserError, add_user
+
+    settings = _settings()
+    try:
+        email = add_user(store.connect(settings.redis_url), email, password, role)
+    except AdminUserError as exc:
+        raise click.UsageError(str(exc)) from None
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo(f"{role} account {email} saved")
+
+
+@admin.command("add-token")
+@click.argument("name")
+def admin_add_token(name: str) -> None:
+    """Create an admin API token (printed once; send it as `Authorization: Bearer ...`)."""
+    from exsync.admin_users import AdminUserError, add_token
+
+    settings = _settings()
+    try:
+        token = add_token(store.connect(settings.redis_url), name)
+    except AdminUserError as exc:
+        raise click.UsageError(str(exc)) from None
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo(token)
 
 
 if __name__ == "__main__":
