@@ -81,7 +81,8 @@ def main(
 ) -> None:
     """Run the Coconut admin API emulator."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    for noisy in ("werkzeug", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if webhook_secret and not webhook_url:
         raise click.UsageError("--webhook-secret needs --webhook-url")
     if retry_scale < 0 or staff < 0 or rate_limit < 1 or token_lifetime < 1:

@@ -31,13 +31,14 @@ API = "/api/v2/b2b"
 JSONAPI = "application/vnd.api+json"
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
-SETTINGS_TYPES: dict[str, tuple[type, ...]] = {
-    "token_lifetime": (int,),
-    "rate_limit": (int,),
-    "retry_scale": (int, float),
-    "max_attempts": (int,),
-    "disable_after": (int,),
-    "max_absence_days": (int, type(None)),
+# setting -> (accepted types, smallest value); mirrors EmulatorSettings in the OpenAPI file.
+SETTINGS_TYPES: dict[str, tuple[tuple[type, ...], float]] = {
+    "token_lifetime": ((int,), 1),
+    "rate_limit": ((int,), 1),
+    "retry_scale": ((int, float), 0),
+    "max_attempts": ((int,), 1),
+    "disable_after": ((int,), 1),
+    "max_absence_days": ((int, type(None)), 1),
 }
 
 # filter name -> how to read its value; collections accept only the filters listed here.
@@ -405,9 +406,12 @@ def create_app(store: Store) -> Flask:
         }
         if "attendees" in asked:
             for a in appt["attendees"]:
-                included[f"attendees:{a['id']}"] = resource(
-                    "attendees", a["id"], store.attendee(a), base_url()
-                )
+                # Attendees have no URL of their own: they live inside their appointment.
+                included[f"attendees:{a['id']}"] = {
+                    "type": "attendees",
+                    "id": str(a["id"]),
+                    "attributes": store.attendee(a),
+                }
         if "location" in asked:
             loc = store.locations[appt["location_id"]]
             included[f"locations:{loc['id']}"] = record_json("locations", loc)
@@ -609,15 +613,16 @@ def create_app(store: Store) -> Flask:
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_document", "Invalid body", "body must be a JSON object")
         for name, value in body.items():
-            types = SETTINGS_TYPES.get(name)
-            if types is None:
+            spec = SETTINGS_TYPES.get(name)
+            if spec is None:
                 raise ApiError(
                     400, "invalid_setting", "Invalid setting", f"unknown setting {name!r}"
                 )
+            types, least = spec
             if (
                 isinstance(value, bool)
                 or not isinstance(value, types)
-                or (value is not None and value < 0)
+                or (value is not None and value < least)
             ):
                 raise ApiError(
                     400,

@@ -166,9 +166,9 @@ class Sender:
             hook = store.webhooks.get(job.webhook_id)
             ok = status is not None and 200 <= status < 300
             log.info(
-                "coconut_emulator.delivery_attempt",
-                extra={"delivery_id": job.delivery_id, "status_code": status, "error": error},
-            )
+                "coconut_emulator.delivery_attempt delivery_id=%s event=%s status=%s error=%s",
+                job.delivery_id, job.event, status, error,
+            )  # fmt: skip
             if ok:
                 if not job.is_copy:
                     delivery["status"] = "delivered"
