@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from core import store
 from core.settings import Settings, load_settings
-from webhooks import coconut, graph, health, metrics
+from webhooks import admin, coconut, graph, health, metrics
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(graph.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    admin.init_app(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.RedisError, _redis_down)
     return app
