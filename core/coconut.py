@@ -184,13 +184,16 @@ class AbsenceWrite:
     external_version: str | None = None
 
 
+_backoff = wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5)
+
+
 def _wait(state: RetryCallState) -> float:
     """Coconut's Retry-After when it gave one, else exponential backoff; both capped."""
     exc = state.outcome.exception() if state.outcome else None
     hint = exc.retry_after if isinstance(exc, Unavailable) else None
     if hint is not None:
         return min(max(hint, 0.0), MAX_WAIT_SECONDS)
-    return wait_exponential_jitter(initial=0.5, max=8.0)(state)
+    return _backoff(state)
 
 
 _retrying = retry(

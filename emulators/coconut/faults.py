@@ -18,8 +18,9 @@ KINDS: dict[str, dict[str, tuple[type, Any]]] = {
     "api_error": {"status": (int, 503), "retry_after": (int, 1)},
     # Collection GETs sleep this long before answering.
     "slow_page": {"seconds": (float, 2.0)},
-    # Collection GETs for page >= 2 are offset by `shift` rows, as if rows had been inserted
-    # (positive: the client sees rows again) or deleted (negative: it misses rows) ahead of it.
+    # One collection GET for page >= 2 starts `shift` rows early, as if rows had been inserted
+    # ahead of the client's position since its previous page: it sees `shift` rows twice, and
+    # (the next page being normal again) misses as many. Offset paging promises no better.
     "page_drift": {"shift": (int, 1)},
     # Writes carrying If-Match answer 409 even when the version matches.
     "if_match_conflict": {},
