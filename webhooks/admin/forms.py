@@ -19,6 +19,7 @@ from wtforms import (
     IntegerField,
     PasswordField,
     RadioField,
+    SelectChoice,
     SelectField,
     StringField,
     ValidationError,
@@ -89,7 +90,7 @@ class ConfigurationForm(Form):
     )
     cloud = SelectField(
         "Microsoft cloud",
-        choices=[(name, cloud.label) for name, cloud in CLOUDS.items()],
+        choices=[SelectChoice(name, cloud.label) for name, cloud in CLOUDS.items()],
         validators=[InputRequired("Choose the cloud your tenant lives in.")],
     )
     shown_cloud = HiddenField()
@@ -133,8 +134,8 @@ class ConfigurationForm(Form):
     edit_policy = RadioField(
         "When staff edit a synced appointment in Outlook",
         choices=[
-            (EditPolicy.RESTORE.value, "Put it back as Coconut has it, and show a warning"),
-            (EditPolicy.KEEP.value, "Keep their edit until the appointment changes in Coconut"),
+            SelectChoice(EditPolicy.RESTORE.value, "Put it back as Coconut has it, and warn"),
+            SelectChoice(EditPolicy.KEEP.value, "Keep their edit until Coconut changes it"),
         ],
         default=EditPolicy.RESTORE.value,
         validators=[InputRequired("Choose what to do when staff edit a synced appointment.")],
