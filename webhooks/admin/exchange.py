@@ -70,7 +70,7 @@ def save() -> tuple[str, int] | BaseResponse:
     if not form.validate():
         log.info("exchange.settings_refused", extra={"fields": ",".join(sorted(form.errors))})
         # Show the endpoints of the cloud just chosen, ready to be confirmed.
-        form.shown_cloud.data = form.cloud.data
+        form.shown_cloud.data = form.endpoints_name()
         form.confirm_endpoints.data = False
         return _page(form, stored, status=422)
     saved = connection.save_configuration(

@@ -24,7 +24,7 @@ from wtforms import (
     StringField,
     ValidationError,
 )
-from wtforms.validators import InputRequired, Length, NumberRange
+from wtforms.validators import AnyOf, InputRequired, Length, NumberRange
 
 from core.connection import CLOUDS, Cloud, Connection, EditPolicy
 from core.settings import Settings
@@ -82,6 +82,16 @@ def _printable(form: Form, field: StringField) -> None:
         raise ValidationError("Use letters, digits, spaces and punctuation only.")
 
 
+class DaysField(IntegerField):
+    """A whole number of days; anything else gets the range's message, not a second one."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        try:
+            self.data = int(valuelist[0]) if valuelist else None
+        except ValueError:
+            self.data = None
+
+
 class ConfigurationForm(Form):
     tenant_id = StringField(
         "Tenant ID",
@@ -91,7 +101,11 @@ class ConfigurationForm(Form):
     cloud = SelectField(
         "Microsoft cloud",
         choices=[SelectChoice(name, cloud.label) for name, cloud in CLOUDS.items()],
-        validators=[InputRequired("Choose the cloud your tenant lives in.")],
+        validate_choice=False,
+        validators=[
+            InputRequired("Choose the cloud your tenant lives in."),
+            AnyOf(list(CLOUDS), "Choose one of the listed clouds."),
+        ],
     )
     shown_cloud = HiddenField()
     confirm_endpoints = BooleanField("These endpoints are right for my organisation")
@@ -117,14 +131,14 @@ class ConfigurationForm(Form):
         filters=[_lower],
         validators=[InputRequired("Enter the service account's email address."), _email],
     )
-    sync_past_days = IntegerField(
+    sync_past_days = DaysField(
         "Days back",
         validators=[
             InputRequired("Enter how many past days to sync (0 to 365)."),
             NumberRange(0, 365, "Days back must be a whole number from 0 to 365."),
         ],
     )
-    sync_future_days = IntegerField(
+    sync_future_days = DaysField(
         "Days ahead",
         validators=[
             InputRequired("Enter how many days ahead to sync (1 to 730)."),
@@ -138,7 +152,11 @@ class ConfigurationForm(Form):
             SelectChoice(EditPolicy.KEEP.value, "Keep their edit until Coconut changes it"),
         ],
         default=EditPolicy.RESTORE.value,
-        validators=[InputRequired("Choose what to do when staff edit a synced appointment.")],
+        validate_choice=False,
+        validators=[
+            InputRequired("Choose what to do when staff edit a synced appointment."),
+            AnyOf([p.value for p in EditPolicy], "Choose one of the two listed options."),
+        ],
     )
 
     def __init__(
@@ -148,9 +166,12 @@ class ConfigurationForm(Form):
         self.settings = settings
         self.has_secret = has_secret
 
+    def endpoints_name(self) -> str:
+        """The chosen cloud, or worldwide while the choice is invalid (it is reported)."""
+        return self.cloud.data if self.cloud.data in CLOUDS else "worldwide"
+
     def endpoints(self) -> Cloud:
-        name = self.cloud.data if self.cloud.data in CLOUDS else "worldwide"
-        return resolve_cloud(name, self.settings)
+        return resolve_cloud(self.endpoints_name(), self.settings)
 
     def validate_client_id(self, field: StringField) -> None:
         value = field.data or ""
@@ -178,6 +199,8 @@ class ConfigurationForm(Form):
             )
 
     def validate_confirm_endpoints(self, field: BooleanField) -> None:
+        if self.cloud.data not in CLOUDS:
+            return  # the cloud field says what is wrong
         if self.shown_cloud.data != self.cloud.data:
             raise ValidationError(
                 "You chose another cloud: check the endpoints filled in for it below and "
