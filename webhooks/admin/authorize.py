@@ -13,12 +13,15 @@ Microsoft authorizes the wrong account without asking.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 
 import msal
 import redis
+import requests
 
 from core import connection, store
 from core.connection import Connection
@@ -27,6 +30,7 @@ from webhooks.admin.aadsts import Explanation, explain
 
 log = logging.getLogger(__name__)
 FLOW_SECONDS = 600
+HTTP_TIMEOUT = 15
 MICROSOFT_GRAPH_RESOURCE = "https://graph.microsoft.com/"
 # Delegated mode reads and writes the calendars shared with the service account; User.Read
 # names the account. In impersonation mode the sign-in only proves who the service account is.
@@ -86,8 +90,7 @@ def msal_app(
             client_credential=client_secret,
             authority=config.tenant_authority,
             instance_discovery=endpoint.is_microsoft,
-            verify=ca_file or True,
-            timeout=15,
+            http_client=_http_client(ca_file),
         )
     except ValueError:
         # MSAL reads the tenant's OpenID configuration first; an unknown tenant fails there.
@@ -104,6 +107,19 @@ def msal_app(
         ) from None
 
 
+def _http_client(ca_file: str | None) -> requests.Session:
+    """MSAL's HTTP session, trusting only the given CA when one is named.
+
+    requests lets REQUESTS_CA_BUNDLE (set on many hosts) override a session's `verify`, so the
+    CA and the timeout are bound to every request rather than set on the session."""
+    session = requests.Session()
+    session.mount("https://", requests.adapters.HTTPAdapter(max_retries=1))
+    session.request = functools.partial(  # type: ignore[method-assign]
+        session.request, verify=ca_file or True, timeout=HTTP_TIMEOUT
+    )
+    return session
+
+
 def start(
     conn: redis.Redis,
     box: SecretBox,
@@ -114,12 +130,18 @@ def start(
 ) -> str:
     """Begin the sign-in; returns Microsoft's authorize URL to send the browser to."""
     app = msal_app(config, connection.client_secret(conn, box), ca_file)
-    flow = app.initiate_auth_code_flow(
-        scopes(config),
-        redirect_uri=redirect_uri,
-        login_hint=config.service_account,
-        prompt="select_account",
-    )
+    with warnings.catch_warnings():
+        # MSAL suggests response_mode=form_post; that answer is a cross-site POST, which a
+        # SameSite=Lax session cookie (rightly) does not ride along with, so the callback could
+        # not tell which admin started the sign-in. The query answer is a top-level GET, and the
+        # code in it is single-use and bound to this flow's PKCE verifier.
+        warnings.filterwarnings("ignore", message="response_mode='form_post'", module="msal")
+        flow = app.initiate_auth_code_flow(
+            scopes(config),
+            redirect_uri=redirect_uri,
+            login_hint=config.service_account,
+            prompt="select_account",
+        )
     record = json.dumps({"flow": flow, "session": session_id})
     conn.set(_flow_key(flow["state"]), box.encrypt(record), ex=FLOW_SECONDS)
     log.info("exchange.authorize_started", extra={"tenant": config.tenant_id})
