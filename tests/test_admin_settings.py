@@ -188,3 +188,17 @@ def test_a_malformed_secret_key_stops_settings_naming_the_variable_not_its_value
         load_settings(secret_key="hunter2-not-a-fernet-key")
     assert "EXSYNC_SECRET_KEY" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_fill_in_endpoints_shows_the_chosen_clouds_endpoints_and_saves_nothing(
+    admin: Browser, redis_conn: redis.Redis
+) -> None:
+    response = admin.post(
+        "/admin/exchange", valid_settings(cloud="china", action="fill", confirm_endpoints=None)
+    )
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert '<dd id="graph-endpoint">https://microsoftgraph.chinacloudapi.cn/v1.0</dd>' in page
+    assert f"https://login.chinacloudapi.cn/{TENANT}" in page
+    assert field_errors(response) == []
+    assert not redis_conn.exists(connection.CONNECTION_KEY)

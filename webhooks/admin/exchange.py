@@ -2,7 +2,8 @@
 
     GET  /admin                       → the Configuration tab
     GET  /admin/exchange              the form, filled from the stored connection
-    POST /admin/exchange              validate, save (secret encrypted), back to GET (303)
+    POST /admin/exchange              validate, save (secret encrypted), back to GET (303);
+                                      with action=fill only show the chosen cloud's endpoints
     POST /admin/exchange/authorize    start the service account's sign-in (303 to Microsoft)
     GET  /admin/exchange/callback     Microsoft's answer: connect, or say why not
 
@@ -67,6 +68,11 @@ def save() -> tuple[str, int] | BaseResponse:
     services = _services()
     stored = connection.load(services.redis)
     form = ConfigurationForm(request.form, services.settings, stored.has_client_secret)
+    if request.form.get("action") == "fill":
+        # "Fill in endpoints": show the chosen cloud's endpoints to confirm; nothing is saved.
+        form.shown_cloud.data = form.endpoints_name()
+        form.confirm_endpoints.data = False
+        return _page(form, stored)
     if not form.validate():
         log.info("exchange.settings_refused", extra={"fields": ",".join(sorted(form.errors))})
         # Show the endpoints of the cloud just chosen, ready to be confirmed.
