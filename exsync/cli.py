@@ -183,5 +183,43 @@ def admin_add_token(name: str) -> None:
     click.echo(token)
 
 
+@admin.command("remove-user")
+@click.argument("email")
+def admin_remove_user(email: str) -> None:
+    """Delete an account; its sessions end on their next request."""
+    from exsync.admin_users import AdminUserError, remove_user
+
+    settings = _settings()
+    try:
+        removed = remove_user(store.connect(settings.redis_url), email)
+    except AdminUserError as exc:
+        raise click.UsageError(str(exc)) from None
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    if not removed:
+        click.echo(f"exsync: no account {email}", err=True)
+        sys.exit(EXIT_PROBLEM)
+    click.echo(f"account {email} removed")
+
+
+@admin.command("revoke-token")
+@click.argument("name")
+def admin_revoke_token(name: str) -> None:
+    """Revoke an admin API token by its name."""
+    from exsync.admin_users import revoke_token
+
+    settings = _settings()
+    try:
+        revoked = revoke_token(store.connect(settings.redis_url), name)
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    if not revoked:
+        click.echo(f"exsync: no token named {name}", err=True)
+        sys.exit(EXIT_PROBLEM)
+    click.echo(f"token {name} revoked")
+
+
 if __name__ == "__main__":
     main()

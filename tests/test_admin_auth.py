@@ -244,3 +244,29 @@ def test_without_a_secret_key_admin_pages_are_503_naming_the_setting_and_webhook
     assert response.status_code == 503
     assert "EXSYNC_SECRET_KEY" in response.get_json()["reason"]
     assert client.post("/webhooks/graph?validationToken=ok").status_code == 200
+
+
+def test_cli_remove_user_and_revoke_token_cut_access_at_once(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    make_accounts(redis_conn)
+    token = _cli(redis_url, "add-token", "nightly").stdout.strip()
+    app = make_app(redis_url)
+    browser = Browser(app)
+    browser.sign_in()
+    assert browser.get("/admin/exchange").status_code == 200
+    assert _cli(redis_url, "remove-user", ADMIN).returncode == 0
+    ended = browser.get("/admin/exchange")
+    assert ended.status_code == 302
+    assert "why=expired" in ended.location
+    revoked = _cli(redis_url, "revoke-token", "nightly")
+    assert revoked.returncode == 0
+    assert "token nightly revoked" in revoked.stdout
+    client = app.test_client()
+    assert (
+        client.get("/admin/exchange", headers={"Authorization": f"Bearer {token}"}).status_code
+        == 401
+    )
+    again = _cli(redis_url, "revoke-token", "nightly")
+    assert again.returncode == 1
+    assert "no token named nightly" in again.stderr

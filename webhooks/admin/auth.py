@@ -98,14 +98,14 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | 
                 "sessions and secrets. Set it and restart.",
             )
         email = signed_in_email()
-        if email is None:
+        role = admin_users.user_role(conn, email) if email else None
+        if email is None or role is None:  # no session, or its account was removed
             why = "expired" if "sid" in session else "signed-out"
             session.clear()
             if pages.wants_html():
                 here = request.full_path.rstrip("?")
                 return redirect(url_for("admin_auth.sign_in", next=here, why=why))
             return pages.refusal(401, "Unauthorized", WHY[why])
-        role = admin_users.user_role(conn, email)
         if role != "admin":
             log.info("admin.forbidden", extra={"path": request.path, "role": role})
             return pages.refusal(
