@@ -10,6 +10,7 @@ absence made in Coconut.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from emulators.coconut.jsonapi import utcnow
@@ -84,7 +85,17 @@ def seed(store: Store, staff: int, domain: str, now: datetime | None = None) -> 
             )
 
 
-def appointments(store, people, services, clients, virtual, now) -> None:  # type: ignore[no-untyped-def]
+Record = dict[str, Any]
+
+
+def appointments(
+    store: Store,
+    people: list[tuple[Record, Record]],
+    services: list[Record],
+    clients: list[Record],
+    virtual: Record,
+    now: datetime,
+) -> None:
     """Three per staff member over the next two weeks, with the special cases on the first two."""
     for k, (person, branch) in enumerate(people):
         for j in range(3):
