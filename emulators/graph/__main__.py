@@ -1,0 +1,87 @@
+"""`python -m emulators.graph --port P --ca-file F`: run the Graph emulator until SIGTERM/Ctrl-C.
+
+Serves Entra's token endpoints, Graph v1.0 and `/_emulator` over HTTPS with werkzeug's threaded
+server, writes the CA certificate to F, starts the notification sender and prints
+`graph emulator ready at https://HOST:PORT` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+from werkzeug.serving import make_server
+
+from emulators.graph.app import create_app
+from emulators.graph.faults import Faults
+from emulators.graph.notify import Notifier
+from emulators.graph.seed import seed
+from emulators.graph.store import Settings, Store
+from emulators.graph.tls import server_context
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), required=True)
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the CA certificate clients must trust.")
+@click.option("--tenant", default="8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10", show_default=True)
+@click.option("--client-id", default="exsync-demo-app", show_default=True)
+@click.option("--client-secret", default="exsync-demo-secret", show_default=True)
+@click.option("--users", type=click.IntRange(0), default=0, show_default=True,
+              help="Seeded mailboxes user1@DOMAIN ... userN@DOMAIN, each with a few events.")
+@click.option("--domain", default="contoso.example", show_default=True)
+@click.option("--max-concurrency", type=click.IntRange(1), default=4, show_default=True,
+              help="Requests in flight per app and mailbox before 429 MailboxConcurrency.")
+@click.option("--rate-limit", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Requests per app and mailbox per --rate-window before 429.")
+@click.option("--rate-window", type=click.FloatRange(min=0.001), default=600.0,
+              show_default=True, help="Seconds.")
+@click.option("--notify-retry-scale", type=click.FloatRange(min=0), default=1.0,
+              show_default=True, help="Multiplies notification retry and slow-endpoint delays.")
+@click.option("--token-lifetime", type=click.IntRange(1), default=3600, show_default=True)
+@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds each mailbox call takes (to exercise concurrency limits).")
+def main(
+    host: str, port: int, ca_file: Path, tenant: str, client_id: str, client_secret: str,
+    users: int, domain: str, max_concurrency: int, rate_limit: int, rate_window: float,
+    notify_retry_scale: float, token_lifetime: int, latency: float,
+) -> None:  # fmt: skip
+    """Run the Microsoft Graph emulator."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("werkzeug", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings(
+        tenant=tenant, client_id=client_id, client_secret=client_secret,
+        max_concurrency=max_concurrency, rate_limit=rate_limit, rate_window=rate_window,
+        notify_retry_scale=notify_retry_scale, token_lifetime=token_lifetime, latency=latency,
+    )  # fmt: skip
+    store = Store(settings)
+    faults = Faults()
+    notifier = Notifier(store, faults)
+    app = create_app(store, notifier, faults)
+    seed(store, users, domain)
+    context = server_context(ca_file, host)
+    server = make_server(host, port, app, threaded=True, ssl_context=context)
+    notifier.start()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"graph emulator ready at https://{host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        notifier.stop()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Delivering change and lifecycle notifications the way Graph does.
+
+One sender thread takes due deliveries from a heap and posts each in a small pool, so one slow
+endpoint does not hold up the others. A delivery that gets no 2xx within the timeout is retried
+with exponential backoff for up to four hours (all delays times `--notify-retry-scale`).
+Each endpoint's answer times are kept for a ten-minute window: above 10 % slow answers its new
+notifications are delayed, above 15 % they are dropped, as the delivery contract says.
+Faults (drop, duplicate, delay, reorder) act when a notification is queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from emulators.graph.faults import Faults
+from emulators.graph.store import Store
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 3.0  # the publisher's hard answer budget (research/graph.md §3)
+SLOW_SECONDS = 2.9
+WINDOW = 600.0
+MIN_SAMPLES = 10
+SLOW_SHARE, DROP_SHARE = 0.10, 0.15
+FIRST_RETRY, MAX_RETRY, GIVE_UP = 10.0, 600.0, 4 * 3600.0
+SLOW_DELAY = 10.0
+
+
+@dataclass(order=True)
+class Delivery:
+    due: float
+    seq: int
+    url: str = field(compare=False)
+    payload: dict[str, Any] = field(compare=False)
+    first: float = field(compare=False, default=0.0)
+    attempt: int = field(compare=False, default=0)
+
+
+class Notifier:
+    def __init__(self, store: Store, faults: Faults, verify: Any = True) -> None:
+        self.store = store
+        self.faults = faults
+        self.scale = store.settings.notify_retry_scale
+        self._heap: list[Delivery] = []
+        self._held: list[Delivery] = []
+        self._held_since = 0.0
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="graph-notify")
+        self._answers: dict[str, deque[tuple[float, bool]]] = defaultdict(deque)
+        self._answers_lock = threading.Lock()
+        self._client = httpx.Client(timeout=TIMEOUT, verify=verify)
+        self._thread = threading.Thread(target=self._run, name="graph-notifier", daemon=True)
+        self.tick: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    # -- queueing --------------------------------------------------------------------------
+    def send(self, url: str, payload: dict[str, Any], mailbox: str | None) -> None:
+        """Queues one notification POST, after the armed faults have had their say."""
+        if self.faults.take("notification_drop", mailbox) is not None:
+            self._count("dropped")
+            log.info("notification dropped by fault")
+            return
+        delay = 0.0
+        fault = self.faults.take("notification_delay", mailbox)
+        if fault is not None:
+            delay = float(fault.params["seconds"])
+        state = self.endpoint_state(url)
+        if state == "drop":
+            self._count("dropped")
+            log.info("notification dropped: endpoint is too slow")
+            return
+        if state == "slow":
+            delay += SLOW_DELAY * self.scale
+        copies = 2 if self.faults.take("notification_duplicate", mailbox) is not None else 1
+        now = time.monotonic()
+        for _ in range(copies):
+            item = Delivery(now + delay, next(self._seq), url, payload, now)
+            with self._cond:
+                if self.faults.standing("notification_reorder"):
+                    if not self._held:
+                        self._held_since = now
+                    self._held.append(item)
+                else:
+                    heapq.heappush(self._heap, item)
+                self._cond.notify_all()
+
+    def _release_held(self, now: float) -> None:
+        """Hands out a held batch in reverse once it is full or held long enough."""
+        reorders = self.faults.standing("notification_reorder")
+        if not self._held:
+            return
+        fault = reorders[0] if reorders else None
+        full = fault is None or len(self._held) >= int(fault.params["batch"])
+        waited = fault is None or now - self._held_since >= float(fault.params.get("hold_seconds", 5))
+        if not (full or waited):
+            return
+        for offset, item in enumerate(reversed(self._held)):
+            item.due = now + offset * 0.01
+            heapq.heappush(self._heap, item)
+        self._held.clear()
+        if fault is not None:
+            self.faults.remove(fault)
+
+    # -- sending -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                now = time.monotonic()
+                self._release_held(now)
+                due = []
+                while self._heap and self._heap[0].due <= now:
+                    due.append(heapq.heappop(self._heap))
+                wait = min(self._heap[0].due - now, 0.2) if self._heap else 0.2
+                if not due:
+                    self._cond.wait(max(wait, 0.01))
+            for item in due:
+                self._pool.submit(self._post, item)
+            if self.tick is not None:
+                self.tick()
+
+    def _post(self, item: Delivery) -> None:
+        item.attempt += 1
+        self._count("sent")
+        started = time.monotonic()
+        ok = False
+        try:
+            response = self._client.post(item.url, json=item.payload)
+            ok = 200 <= response.status_code < 300
+            outcome = str(response.status_code)
+        except httpx.HTTPError as exc:
+            outcome = type(exc).__name__
+        elapsed = time.monotonic() - started
+        self._record(item.url, elapsed > SLOW_SECONDS or elapsed >= TIMEOUT)
+        if ok:
+            self._count("delivered")
+            return
+        log.info("notification attempt %d failed: %s", item.attempt, outcome)
+        backoff = min(FIRST_RETRY * 2 ** (item.attempt - 1), MAX_RETRY) * self.scale
+        now = time.monotonic()
+        if now + backoff - item.first > GIVE_UP * self.scale:
+            self._count("dropped")
+            return
+        item.due = now + backoff
+        with self._cond:
+            heapq.heappush(self._heap, item)
+            self._cond.notify_all()
+
+    def _record(self, url: str, slow: bool) -> None:
+        now = time.monotonic()
+        with self._answers_lock:
+            answers = self._answers[url]
+            answers.append((now, slow))
+            while answers and answers[0][0] < now - WINDOW:
+                answers.popleft()
+
+    def endpoint_state(self, url: str) -> str:
+        """"ok", "slow" (delayed) or "drop" from the endpoint's slow answers in the window."""
+        now = time.monotonic()
+        with self._answers_lock:
+            answers = [slow for at, slow in self._answers.get(url, ()) if at >= now - WINDOW]
+        if len(answers) < MIN_SAMPLES:
+            return "ok"
+        share = sum(answers) / len(answers)
+        if share > DROP_SHARE:
+            return "drop"
+        return "slow" if share > SLOW_SHARE else "ok"
+
+    def _count(self, name: str) -> None:
+        with self.store.lock:
+            self.store.counters["notifications"][name] += 1
