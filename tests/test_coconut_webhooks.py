@@ -24,8 +24,10 @@ from flask import Flask, request
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from rq import Queue
 from werkzeug.serving import make_server
 
+from core.settings import load_settings
 from tests.harness import (
     COCONUT_CLIENT_ID,
     COCONUT_CLIENT_SECRET,
@@ -34,6 +36,7 @@ from tests.harness import (
     free_port,
     wait_until,
 )
+from webhooks.app import create_app as create_service_app
 from webhooks.coconut_signature import SignatureError, verify
 
 SPEC_PATH = Path(__file__).parent.parent / "core" / "coconut_openapi.yaml"
@@ -377,3 +380,36 @@ def test_bad_fault_specs_are_refused(coconut: Coconut) -> None:
     assert both.status_code == 400 and "exactly one" in both.text
     typo = coconut.control.post("/_emulator/faults/api_error", json={"count": 1, "staus": 503})
     assert typo.status_code == 400 and "staus" in typo.text
+
+
+@pytest.fixture
+def service_receiver(redis_url: str) -> Iterator[str]:
+    """The service's own webhook app (webhooks.app) on real Redis, serving /webhooks/coconut."""
+    settings = load_settings(
+        redis_url=redis_url, coconut_webhook_secret=COCONUT_WEBHOOK_SECRET, queue_name="coconut"
+    )
+    server = make_server("127.0.0.1", 0, create_service_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/webhooks/coconut"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_the_services_receiver_accepts_the_emulators_deliveries_once(
+    tmp_path: Path, service_receiver: str, redis_conn: Any
+) -> None:
+    """Signed deliveries get 202 and a queued job; a duplicated delivery is recognised."""
+    hooks = Receiver(url=service_receiver)
+    with start_emulator(tmp_path, hooks) as coconut:
+        coconut.fault("delivery_duplicate", count=1)
+        coconut.write("PATCH", "/appointments/1", "appointments", {"notes": "for the service"})
+
+        def answered() -> list[int] | None:
+            (delivery,) = coconut.deliveries()
+            codes = sorted(a["status_code"] for a in delivery["attempts"])
+            return codes if len(codes) == 2 else None
+
+        assert wait_until(answered, 10, what="both copies answered") == [200, 202]
+    queued = Queue("coconut", connection=redis_conn)
+    assert len(queued) == 1
