@@ -28,25 +28,59 @@ from emulators.graph.tls import server_context
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), required=True)
-@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the CA certificate clients must trust.")
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the CA certificate clients must trust.",
+)
 @click.option("--tenant", default="8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10", show_default=True)
 @click.option("--client-id", default="exsync-demo-app", show_default=True)
 @click.option("--client-secret", default="exsync-demo-secret", show_default=True)
-@click.option("--users", type=click.IntRange(0), default=0, show_default=True,
-              help="Seeded mailboxes user1@DOMAIN ... userN@DOMAIN, each with a few events.")
+@click.option(
+    "--users",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Seeded mailboxes user1@DOMAIN ... userN@DOMAIN, each with a few events.",
+)
 @click.option("--domain", default="contoso.example", show_default=True)
-@click.option("--max-concurrency", type=click.IntRange(1), default=4, show_default=True,
-              help="Requests in flight per app and mailbox before 429 MailboxConcurrency.")
-@click.option("--rate-limit", type=click.IntRange(1), default=10_000, show_default=True,
-              help="Requests per app and mailbox per --rate-window before 429.")
-@click.option("--rate-window", type=click.FloatRange(min=0.001), default=600.0,
-              show_default=True, help="Seconds.")
-@click.option("--notify-retry-scale", type=click.FloatRange(min=0), default=1.0,
-              show_default=True, help="Multiplies notification retry and slow-endpoint delays.")
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Requests in flight per app and mailbox before 429 MailboxConcurrency.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Requests per app and mailbox per --rate-window before 429.",
+)
+@click.option(
+    "--rate-window",
+    type=click.FloatRange(min=0.001),
+    default=600.0,
+    show_default=True,
+    help="Seconds.",
+)
+@click.option(
+    "--notify-retry-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Multiplies notification retry and slow-endpoint delays.",
+)
 @click.option("--token-lifetime", type=click.IntRange(1), default=3600, show_default=True)
-@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds each mailbox call takes (to exercise concurrency limits).")
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds each mailbox call takes (to exercise concurrency limits).",
+)
 def main(
     host: str, port: int, ca_file: Path, tenant: str, client_id: str, client_secret: str,
     users: int, domain: str, max_concurrency: int, rate_limit: int, rate_window: float,

@@ -78,7 +78,9 @@ def guard() -> None:
             if status == 429
             else "The service is temporarily unavailable. Please retry later."
         )
-        raise GraphError(status, code, message, {"Retry-After": str(fault.params.get("retry_after", 2))})
+        raise GraphError(
+            status, code, message, {"Retry-After": str(fault.params.get("retry_after", 2))}
+        )
     if mailbox is not None:
         try:
             throttle().acquire(token.client_id, mailbox.id)
@@ -191,10 +193,14 @@ def get_calendar(user: str) -> Response:
 # -- events -------------------------------------------------------------------------------------
 def _calendar(calendar: str | None) -> None:
     if calendar is not None and calendar != calendar_id(g.mailbox):
-        raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        raise GraphError(
+            404, "ErrorItemNotFound", "The specified object was not found in the store."
+        )
 
 
-def _rows(instances: list[ev.Instance], q: dict[str, str], stingy: bool = False) -> list[dict[str, Any]]:
+def _rows(
+    instances: list[ev.Instance], q: dict[str, str], stingy: bool = False
+) -> list[dict[str, Any]]:
     """Rendered rows after $filter/$orderby, with $select and $expand applied."""
     tz, body_type, base = query.time_zone(), query.body_type(), query.base_url()
     select = parse_select(q.get("$select"), EVENT_FIELDS, "event")
@@ -207,8 +213,14 @@ def _rows(instances: list[ev.Instance], q: dict[str, str], stingy: bool = False)
         if keep is not None and not keep({**row, "singleValueExtendedProperties": every}):
             continue
         if expand is not None:
-            row["singleValueExtendedProperties"] = [p for p in every if expand({"id": p["id"], "value": p["value"]})]
-        rows.append(apply_select(row, [*select, "singleValueExtendedProperties"] if select and expand else select))
+            row["singleValueExtendedProperties"] = [
+                p for p in every if expand({"id": p["id"], "value": p["value"]})
+            ]
+        rows.append(
+            apply_select(
+                row, [*select, "singleValueExtendedProperties"] if select and expand else select
+            )
+        )
     return _order(rows, q.get("$orderby"))
 
 
@@ -240,9 +252,13 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
+def _entity_context() -> str:
+    return f"{query.base_url()}/v1.0/$metadata#users('{g.mailbox.id}')/events/$entity"
+
+
 def _event_response(inst: ev.Instance, status: int = 200) -> Response:
     row = ev.render(inst, query.time_zone(), query.base_url(), query.body_type())
-    row = {"@odata.context": f"{query.base_url()}/v1.0/$metadata#users('{g.mailbox.id}')/events/$entity", **row}
+    row = {"@odata.context": _entity_context(), **row}
     response = jsonify(row)
     response.status_code = status
     response.headers["ETag"] = ev.etag(row["changeKey"])
@@ -290,9 +306,11 @@ def get_event(user: str, event_id: str, calendar: str | None = None) -> Response
     with store().lock:
         inst = store().instance(g.mailbox.id, event_id)
     row = _rows([inst], q)[0]
-    row = {"@odata.context": f"{query.base_url()}/v1.0/$metadata#users('{g.mailbox.id}')/events/$entity", **row}
+    row = {"@odata.context": _entity_context(), **row}
     response = jsonify(row)
-    response.headers["ETag"] = ev.etag(inst.override.change_key if inst.override else inst.event.change_key)
+    response.headers["ETag"] = ev.etag(
+        inst.override.change_key if inst.override else inst.event.change_key
+    )
     return response
 
 

@@ -31,7 +31,9 @@ def create_app(store: Store, notifier: Notifier, faults: Faults) -> Flask:
         graph_store=store,
         graph_faults=faults,
         graph_tokens=Tokens(settings.token_lifetime),
-        graph_throttle=Throttle(settings.max_concurrency, settings.rate_limit, settings.rate_window),
+        graph_throttle=Throttle(
+            settings.max_concurrency, settings.rate_limit, settings.rate_window
+        ),
         graph_delta=DeltaStates(),
         graph_subscriptions=subscriptions.Subscriptions(store, notifier),
     )
@@ -42,7 +44,9 @@ def create_app(store: Store, notifier: Notifier, faults: Faults) -> Flask:
 
     @app.errorhandler(GraphError)
     def graph_error(exc: GraphError) -> Response:
-        response = jsonify(error_body(exc.code, exc.message, request.headers.get("client-request-id")))
+        response = jsonify(
+            error_body(exc.code, exc.message, request.headers.get("client-request-id"))
+        )
         response.status_code = exc.status
         response.headers.update(exc.headers)
         return response

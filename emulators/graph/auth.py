@@ -110,7 +110,9 @@ class Tokens:
         with self._lock:
             return self._refresh.get(value)
 
-    def id_token(self, issuer: str, client_id: str, user: Any, tenant: str, nonce: str | None) -> str:
+    def id_token(
+        self, issuer: str, client_id: str, user: Any, tenant: str, nonce: str | None
+    ) -> str:
         """An HS256 id_token with the claims msal hands to apps (oid, tid, preferred_username)."""
         now = int(time.time())
         claims = {
@@ -237,7 +239,9 @@ def _client_ok(form: dict[str, str]) -> Response | None:
     return None
 
 
-def _token_response(client_id: str, user_id: str | None, scope: str, extra: dict[str, Any]) -> Response:
+def _token_response(
+    client_id: str, user_id: str | None, scope: str, extra: dict[str, Any]
+) -> Response:
     token, lifetime = _tokens().issue(client_id, user_id)
     body = {
         "token_type": "Bearer",
@@ -352,7 +356,7 @@ def authorize_page(tenant: str) -> Response:
     hint = args.get("login_hint", "").lower()
     rows = "".join(
         f'<li><button name="user_id" value="{u.id}"'
-        f'{" autofocus" if u.upn.lower() == hint else ""}>'
+        f"{' autofocus' if u.upn.lower() == hint else ''}>"
         f"{html.escape(u.display_name)} &lt;{html.escape(u.upn)}&gt;</button></li>"
         for u in sorted(_store().users.values(), key=lambda u: u.upn)
     )

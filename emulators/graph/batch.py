@@ -50,8 +50,10 @@ def _validate(body: Any) -> list[dict[str, Any]]:
         headers = item.get("headers") or {}
         if not isinstance(headers, dict):
             raise bad_request(f"Request {rid}: headers must be an object.", "BadRequest")
-        if "body" in item and item["body"] is not None and not any(
-            k.lower() == "content-type" for k in headers
+        if (
+            "body" in item
+            and item["body"] is not None
+            and not any(k.lower() == "content-type" for k in headers)
         ):
             raise bad_request(
                 f"Write request id : {rid} does not contain Content-Type header or body.",

@@ -68,8 +68,10 @@ def state() -> Response:
             if s.expiration > now
         ]
     faults: Faults = _ext("graph_faults")
-    return jsonify({"users": users, "events": events, "subscriptions": subscriptions,
-                    "shares": shares, "faults": faults.describe(), "counters": counters})  # fmt: skip
+    return jsonify(
+        {"users": users, "events": events, "subscriptions": subscriptions, "shares": shares,
+         "faults": faults.describe(), "counters": counters}
+    )  # fmt: skip
 
 
 @bp.post("/faults")

@@ -104,7 +104,7 @@ def answer(store: Store, mailbox: User) -> Response:
             raise _stale()
     else:
         start, end = query.window(q)
-        chain = Chain(mailbox.id, start, end, -1, frozenset(), 
+        chain = Chain(mailbox.id, start, end, -1, frozenset(),
                       tracker.current_generation(mailbox.id), query.time_zone())  # fmt: skip
     with store.lock:
         store.counters["delta_rounds"][mailbox.id] += 1

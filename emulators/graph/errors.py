@@ -48,7 +48,9 @@ def not_found(what: str = "The specified object was not found in the store.") ->
 
 def access_denied() -> GraphError:
     """Outlook's answer when the caller may not reach a mailbox."""
-    return GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    return GraphError(
+        403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+    )
 
 
 def bad_request(message: str, code: str = "BadRequest") -> GraphError:

@@ -234,15 +234,19 @@ def _body(value: Any) -> dict[str, str]:
 
 def check_keys(body: dict[str, Any]) -> None:
     """Refuses properties the event type does not have, as Graph's OData reader does."""
-    allowed = set(SIMPLE) | IGNORED | {
-        "body",
-        "start",
-        "end",
-        "isAllDay",
-        "recurrence",
-        "transactionId",
-        "singleValueExtendedProperties",
-    }
+    allowed = (
+        set(SIMPLE)
+        | IGNORED
+        | {
+            "body",
+            "start",
+            "end",
+            "isAllDay",
+            "recurrence",
+            "transactionId",
+            "singleValueExtendedProperties",
+        }
+    )
     for name in body:
         if name not in allowed and not name.startswith("@"):
             raise bad_request(
@@ -253,7 +257,9 @@ def check_keys(body: dict[str, Any]) -> None:
             )
 
 
-def _check_times(start: datetime, end: datetime, all_day: bool, midnights: bool, zones: tuple[str, str]) -> None:
+def _check_times(
+    start: datetime, end: datetime, all_day: bool, midnights: bool, zones: tuple[str, str]
+) -> None:
     if end < start:
         raise bad_request(
             "The end time of the event must be on or after its start time.", "ErrorInvalidRequest"
@@ -267,7 +273,11 @@ def _check_times(start: datetime, end: datetime, all_day: bool, midnights: bool,
 
 
 def new_event(
-    mailbox: str, owner_name: str, owner_upn: str, body: dict[str, Any], now: datetime,
+    mailbox: str,
+    owner_name: str,
+    owner_upn: str,
+    body: dict[str, Any],
+    now: datetime,
     privileged: bool = False,
 ) -> Event:
     """Builds a validated event from a POST body; raises GraphError(400) on bad input."""
@@ -309,7 +319,9 @@ def new_event(
     return event
 
 
-def patch_event(event: Event, body: dict[str, Any], now: datetime, privileged: bool = False) -> None:
+def patch_event(
+    event: Event, body: dict[str, Any], now: datetime, privileged: bool = False
+) -> None:
     """Applies a PATCH body to a stored event (validated first, applied all-or-nothing)."""
     check_keys(body)
     if "transactionId" in body and body["transactionId"] != event.transaction_id:
@@ -363,7 +375,9 @@ def patch_occurrence(event: Event, day: date, body: dict[str, Any], now: datetim
     check_keys(body)
     for name in ("recurrence", "transactionId", "singleValueExtendedProperties", "isAllDay"):
         if name in body:
-            raise bad_request(f"'{name}' cannot be changed on an occurrence.", "ErrorInvalidRequest")
+            raise bad_request(
+                f"'{name}' cannot be changed on an occurrence.", "ErrorInvalidRequest"
+            )
     current = event.exceptions.get(day)
     start, end = current_times(event, day, current)
     start_zone, end_zone = event.start_zone, event.end_zone
@@ -411,7 +425,9 @@ def instances(event: Event, win_start: datetime, win_end: datetime) -> list[Inst
         start, end = current_times(event, day, override)
         if _overlaps(start, end, win_start, win_end):
             kind = "exception" if override else "occurrence"
-            out.append(Instance(ids.occurrence_id(event.id, day), kind, event, start, end, day, override))
+            out.append(
+                Instance(ids.occurrence_id(event.id, day), kind, event, start, end, day, override)
+            )
     return out
 
 

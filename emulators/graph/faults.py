@@ -129,6 +129,5 @@ class Faults:
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {"kind": f.kind, **f.params, "count": f.count, "share": f.share}
-                for f in self.armed
+                {"kind": f.kind, **f.params, "count": f.count, "share": f.share} for f in self.armed
             ]

@@ -114,7 +114,9 @@ class Notifier:
             return
         fault = reorders[0] if reorders else None
         full = fault is None or len(self._held) >= int(fault.params["batch"])
-        waited = fault is None or now - self._held_since >= float(fault.params.get("hold_seconds", 5))
+        waited = fault is None or now - self._held_since >= float(
+            fault.params.get("hold_seconds", 5)
+        )
         if not (full or waited):
             return
         for offset, item in enumerate(reversed(self._held)):
@@ -177,7 +179,7 @@ class Notifier:
                 answers.popleft()
 
     def endpoint_state(self, url: str) -> str:
-        """"ok", "slow" (delayed) or "drop" from the endpoint's slow answers in the window."""
+        """ "ok", "slow" (delayed) or "drop" from the endpoint's slow answers in the window."""
         now = time.monotonic()
         with self._answers_lock:
             answers = [slow for at, slow in self._answers.get(url, ()) if at >= now - WINDOW]

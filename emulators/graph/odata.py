@@ -151,7 +151,9 @@ def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
 
 
 def _cmp(left: Any, op: str, right: Any) -> bool:
-    if isinstance(right, datetime) or (isinstance(right, str) and isinstance(left, str) and _is_dt(right) and _is_dt(left)):
+    if isinstance(right, datetime) or (
+        isinstance(right, str) and isinstance(left, str) and _is_dt(right) and _is_dt(left)
+    ):
         try:
             left = parse_instant(left) if isinstance(left, str) else left
             right = parse_instant(right) if isinstance(right, str) else right
@@ -166,7 +168,9 @@ def _cmp(left: Any, op: str, right: Any) -> bool:
     if left is None or right is None:
         return False
     try:
-        return {"gt": left > right, "ge": left >= right, "lt": left < right, "le": left <= right}[op]
+        return {"gt": left > right, "ge": left >= right, "lt": left < right, "le": left <= right}[
+            op
+        ]
     except TypeError:
         return False
 

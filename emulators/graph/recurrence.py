@@ -35,7 +35,9 @@ def normalize(rec: Any, start_day: date, start_zone: str) -> dict[str, Any]:
     pattern, rng = rec["pattern"], rec.get("range") or {}
     ptype = pattern.get("type")
     if ptype in _UNSUPPORTED:
-        raise bad_request(f"Recurrence pattern '{ptype}' is not emulated.", "ErrorInvalidRecurrence")
+        raise bad_request(
+            f"Recurrence pattern '{ptype}' is not emulated.", "ErrorInvalidRecurrence"
+        )
     if ptype not in _PATTERNS:
         raise bad_request(f"Invalid recurrence pattern type {ptype!r}.", "ErrorInvalidRecurrence")
     interval = pattern.get("interval", 1)
@@ -45,8 +47,12 @@ def normalize(rec: Any, start_day: date, start_zone: str) -> dict[str, Any]:
     if ptype == "weekly" and (not days or any(d not in DAYS for d in days)):
         raise bad_request("Weekly recurrence needs valid daysOfWeek.", "ErrorInvalidRecurrence")
     day_of_month = pattern.get("dayOfMonth", 0)
-    if ptype == "absoluteMonthly" and not (isinstance(day_of_month, int) and 1 <= day_of_month <= 31):
-        raise bad_request("absoluteMonthly recurrence needs dayOfMonth 1-31.", "ErrorInvalidRecurrence")
+    if ptype == "absoluteMonthly" and not (
+        isinstance(day_of_month, int) and 1 <= day_of_month <= 31
+    ):
+        raise bad_request(
+            "absoluteMonthly recurrence needs dayOfMonth 1-31.", "ErrorInvalidRecurrence"
+        )
     rtype = rng.get("type")
     if rtype not in _RANGES:
         raise bad_request(f"Invalid recurrence range type {rtype!r}.", "ErrorInvalidRecurrence")
@@ -56,7 +62,9 @@ def normalize(rec: Any, start_day: date, start_zone: str) -> dict[str, Any]:
     if rtype == "endDate":
         end = _day(rng.get("endDate"), "range.endDate")
         if end < range_start:
-            raise bad_request("The recurrence end date is before its start.", "ErrorInvalidRecurrence")
+            raise bad_request(
+                "The recurrence end date is before its start.", "ErrorInvalidRecurrence"
+            )
         end_date = end.isoformat()
     if rtype == "numbered":
         count = rng.get("numberOfOccurrences")

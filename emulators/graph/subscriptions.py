@@ -120,7 +120,9 @@ class Subscriptions:
         for sub in subs:
             for kind in changes:
                 if kind in sub.change_type.split(","):
-                    self.notifier.send(sub.notification_url, self._change(sub, event_id, kind), mailbox)
+                    self.notifier.send(
+                        sub.notification_url, self._change(sub, event_id, kind), mailbox
+                    )
 
     def _change(self, sub: Subscription, event_id: str, kind: str) -> dict[str, Any]:
         resource = f"Users/{sub.mailbox}/Events/{event_id}"
@@ -159,8 +161,10 @@ class Subscriptions:
                 f"Request-Id: {uuid.uuid4()}"  # fmt: skip
         try:
             with httpx.Client(timeout=HANDSHAKE_TIMEOUT, verify=self.verify) as client:
-                response = client.post(url, params={"validationToken": token}, content=b"",
-                                       headers={"Content-Type": "text/plain; charset=utf-8"})  # fmt: skip
+                response = client.post(
+                    url, params={"validationToken": token}, content=b"",
+                    headers={"Content-Type": "text/plain; charset=utf-8"},
+                )  # fmt: skip
         except httpx.HTTPError:
             return False
         content_type = response.headers.get("Content-Type", "")
@@ -245,9 +249,13 @@ def create_subscription() -> Response:
         raise bad_request(f"Invalid changeType {change_type!r}.", "InvalidRequest")
     client_state = body.get("clientState")
     if client_state is not None and (not isinstance(client_state, str) or len(client_state) > 128):
-        raise bad_request("clientState must be a string of at most 128 characters.", "InvalidRequest")
+        raise bad_request(
+            "clientState must be a string of at most 128 characters.", "InvalidRequest"
+        )
     if body.get("includeResourceData"):
-        raise bad_request("Rich notifications (includeResourceData) are not emulated.", "InvalidRequest")
+        raise bad_request(
+            "Rich notifications (includeResourceData) are not emulated.", "InvalidRequest"
+        )
     resource = body["resource"]
     match = _RESOURCE.match(resource) if isinstance(resource, str) else None
     if match is None:
@@ -299,8 +307,8 @@ def create_subscription() -> Response:
     )
     with subs().lock:
         subs().items[sub.id] = sub
-    response = jsonify({"@odata.context": f"{query.base_url()}/v1.0/$metadata#subscriptions/$entity",
-                        **sub.render(with_state=True)})  # fmt: skip
+    context = f"{query.base_url()}/v1.0/$metadata#subscriptions/$entity"
+    response = jsonify({"@odata.context": context, **sub.render(with_state=True)})
     response.status_code = 201
     return response
 
