@@ -7,6 +7,7 @@ behaviour over real HTTP is in test_coconut_client.py and test_coconut_webhooks.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -238,3 +239,17 @@ def test_cancelling_every_attendee_cancels_the_appointment(http: FlaskClient) ->
     late = {"data": {"type": "appointments", "attributes": {"start": "2030-01-01 09:00:00"}}}
     refused = http.patch(f"{API}/appointments/1", json=late, headers=headers)
     assert refused.status_code == 422
+
+
+def test_slow_page_fault_delays_one_collection_page(http: FlaskClient) -> None:
+    headers = auth(http)
+    http.post("/_emulator/faults/slow_page", json={"count": 1, "seconds": 0.4})
+    started = time.monotonic()
+    assert http.get(f"{API}/users/1", headers=headers).status_code == 200
+    single = time.monotonic() - started
+    assert http.get(f"{API}/appointments", headers=headers).status_code == 200
+    slow = time.monotonic() - started - single
+    assert single < 0.3 <= 0.4 <= slow
+    started = time.monotonic()
+    http.get(f"{API}/appointments", headers=headers)
+    assert time.monotonic() - started < 0.3

@@ -96,6 +96,10 @@ FILTERS: dict[str, dict[str, Parse]] = {
     },
     "webhooks": {},
 }
+COLLECTIONS = {
+    "users", "assignments", "locations_list", "services_list", "appointments", "absences",
+    "webhooks",
+}  # fmt: skip
 SORTS = {"id", "updated_at", "start"}
 INCLUDES = {"appointments": {"attendees", "location", "services", "users"}}
 SCOPE_FOR = {
@@ -179,6 +183,10 @@ def create_app(store: Store) -> Flask:
             raise ApiError(
                 403, "insufficient_scope", "Forbidden", f"this call needs scope {needed}"
             )
+        if request.method == "GET" and request.endpoint in COLLECTIONS:
+            slow = store.fire("slow_page")
+            if slow is not None:
+                time.sleep(slow["seconds"])  # before any lock: other calls go on meanwhile
         return None
 
     @app.after_request
@@ -270,9 +278,6 @@ def create_app(store: Store) -> Flask:
             drift = store.fire("page_drift")
             if drift is not None:
                 offset = max(0, offset - drift["shift"])
-        slow = store.fire("slow_page")
-        if slow is not None:
-            time.sleep(slow["seconds"])
         chunk = ordered[offset : offset + limit]
         total = len(ordered)
         pages = max(1, -(-total // limit))
