@@ -88,7 +88,10 @@ def scheduler(host: str, port: int) -> None:
     sys.exit(run_scheduler(settings, host=host, port=port))
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
 @click.argument("service", type=click.Choice(["graph", "coconut"]))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def emulate(service: str, args: tuple[str, ...]) -> None:
