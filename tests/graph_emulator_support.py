@@ -1,0 +1,141 @@
+"""Helpers for the Graph emulator tests: the emulator as a real process, the real SDK against
+it, and a small Flask notification endpoint in a thread that records what Graph sends.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from flask import Flask, Response, request
+from msgraph import GraphServiceClient
+from werkzeug.serving import make_server
+
+# The generated request builders import a deprecated kiota class at import time; the warning
+# is the SDK's, not ours (pyproject's filters cover kiota_http and msgraph_core only).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (
+        DeltaRequestBuilder,
+    )
+    from msgraph.generated.users.item.events.events_request_builder import (
+        EventsRequestBuilder,
+    )
+
+from core.graph import GraphEndpoint, app_credential, graph_client, tls_context
+from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
+
+__all__ = ["DeltaRequestBuilder", "Emulator", "EventsRequestBuilder", "Receiver", "running"]
+
+
+@dataclass
+class Emulator:
+    """`python -m emulators.graph` started for one test (or module), stopped afterwards."""
+
+    tmp: Path
+    args: list[str] = field(default_factory=list)
+    process: Process | None = None
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self.ca_file = self.tmp / "graph-ca.pem"
+        self.base = f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> Emulator:
+        argv = [sys.executable, "-m", "emulators.graph", "--port", str(self.port),
+                "--ca-file", str(self.ca_file), *self.args]  # fmt: skip
+        self.process = Process("graph", argv, {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"},
+                               self.tmp / "graph.log").start()  # fmt: skip
+        self.process.wait_for_line(r"graph emulator ready at https://127\.0\.0\.1:\d+")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    @property
+    def endpoint(self) -> GraphEndpoint:
+        return GraphEndpoint(f"{self.base}/v1.0", self.base, str(self.ca_file))
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, verify=tls_context(str(self.ca_file)), timeout=15)
+
+    def control(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        with self.http() as http:
+            return http.request(method, f"/_emulator{path}", json=json)
+
+    def state(self) -> dict[str, Any]:
+        return self.control("GET", "/state").raise_for_status().json()  # type: ignore[no-any-return]
+
+    def add_user(self, mail: str, zone: str = "UTC") -> str:
+        body = {"mail": mail, "displayName": mail.split("@")[0], "timeZone": zone}
+        return self.control("POST", "/users", body).raise_for_status().json()["id"]  # type: ignore[no-any-return]
+
+    def app_token(self) -> str:
+        with self.http() as http:
+            response = http.post(
+                f"/{TENANT}/oauth2/v2.0/token",
+                data={"grant_type": "client_credentials", "client_id": GRAPH_CLIENT_ID,
+                      "client_secret": GRAPH_CLIENT_SECRET,
+                      "scope": "https://graph.microsoft.com/.default"},
+            )  # fmt: skip
+        return response.raise_for_status().json()["access_token"]  # type: ignore[no-any-return]
+
+    def client(self) -> GraphServiceClient:
+        """The real SDK client the service builds (core/graph.py), bound to the running loop."""
+        credential = app_credential(self.endpoint, TENANT, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET)
+        return graph_client(self.endpoint, credential)
+
+
+@dataclass
+class Receiver:
+    """A Flask notification endpoint: echoes validationToken (unless told not to), records
+    every notification body, and answers them with `status`."""
+
+    echo: bool = True
+    status: int = 202
+    validations: list[str] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def app(self) -> Flask:
+        app = Flask("receiver")
+
+        @app.post("/notify")
+        def notify() -> Response:
+            token = request.args.get("validationToken")
+            if token is not None:
+                with self.lock:
+                    self.validations.append(token)
+                if not self.echo:
+                    return Response("nope", status=200, mimetype="text/plain")
+                return Response(token, status=200, mimetype="text/plain")
+            with self.lock:
+                self.notifications.append(request.get_json(force=True))
+            return Response(status=self.status)
+
+        return app
+
+    def received(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [item for body in self.notifications for item in body["value"]]
+
+
+@contextmanager
+def running(receiver: Receiver) -> Iterator[str]:
+    """Serves the receiver on loopback; yields its notification URL."""
+    server = make_server("127.0.0.1", 0, receiver.app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/notify"
+    finally:
+        server.shutdown()
+        thread.join(5)

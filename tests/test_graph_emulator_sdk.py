@@ -1,0 +1,278 @@
+"""The real msgraph-sdk, authenticated by azure-identity against the emulator's token endpoint,
+doing everything the sync does: events CRUD and paging, delta with a deletion, a subscription
+whose handshake reaches a Flask endpoint and its renewal, a 429 with Retry-After, a $batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
+from msgraph.generated.models.event import Event
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.subscription import Subscription
+from msgraph_core.requests.batch_request_content import BatchRequestContent
+from msgraph_core.requests.batch_request_item import BatchRequestItem
+
+from exsync.processes import wait_until
+from tests.graph_emulator_support import (
+    DeltaRequestBuilder,
+    Emulator,
+    EventsRequestBuilder,
+    Receiver,
+    running,
+)
+
+# The generated SDK warns about its own deprecated classes when it lazily imports them.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstractions.*"),
+]
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[Emulator]:
+    emu = Emulator(tmp_path, ["--notify-retry-scale", "0.01"]).start()
+    yield emu
+    emu.stop()
+
+
+def _event(subject: str, start: datetime, hours: int = 1, **extra: object) -> Event:
+    return Event(
+        subject=subject,
+        start=DateTimeTimeZone(date_time=start.strftime("%Y-%m-%dT%H:%M:%S"), time_zone="UTC"),
+        end=DateTimeTimeZone(
+            date_time=(start + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S"),
+            time_zone="UTC",
+        ),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+DAY = datetime(2026, 12, 1, 9, tzinfo=UTC)
+
+
+def test_sdk_creates_reads_pages_updates_and_deletes_events(emulator: Emulator) -> None:
+    """CRUD through the SDK; a repeated transactionId returns the first event; pages link on."""
+    uid = emulator.add_user("ana@contoso.example")
+
+    async def scenario() -> None:
+        client = emulator.client()
+        events = client.users.by_user_id(uid).events
+        created = [
+            await events.post(
+                _event(f"Meeting {n}", DAY + timedelta(days=n), transaction_id=f"t{n}")
+            )
+            for n in range(5)
+        ]
+        again = await events.post(_event("Meeting 0 retried", DAY, transaction_id="t0"))
+        assert again is not None and again.id == created[0].id
+
+        got = await events.by_event_id(created[1].id).get()
+        assert got.subject == "Meeting 1"
+        assert got.start.date_time == "2026-12-02T09:00:00.0000000"
+        assert got.start.time_zone == "UTC"
+
+        query = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(top=2)
+        page = await events.get(RequestConfiguration(query_parameters=query))
+        seen = [e.id for e in page.value]
+        while page.odata_next_link:
+            assert page.odata_next_link.startswith(emulator.base + "/v1.0/")
+            page = await events.with_url(page.odata_next_link).get()
+            seen += [e.id for e in page.value]
+        assert sorted(seen) == sorted(e.id for e in created)
+
+        before = created[2].change_key
+        updated = await events.by_event_id(created[2].id).patch(Event(subject="Moved"))
+        assert updated.subject == "Moved" and updated.change_key != before
+
+        await events.by_event_id(created[3].id).delete()
+        with pytest.raises(ODataError) as missing:
+            await events.by_event_id(created[3].id).get()
+        assert missing.value.response_status_code == 404
+        assert missing.value.error.code == "ErrorItemNotFound"
+
+    asyncio.run(scenario())
+    stored = emulator.state()["events"][uid]
+    assert sorted(e["subject"] for e in stored) == ["Meeting 0", "Meeting 1", "Meeting 4", "Moved"]
+
+
+def test_sdk_delta_round_trip_reports_a_deletion(emulator: Emulator) -> None:
+    """delta() pages by maxpagesize, ends with a deltaLink; the next round has @removed."""
+    uid = emulator.add_user("ben@contoso.example")
+
+    async def scenario() -> None:
+        client = emulator.client()
+        events = client.users.by_user_id(uid).events
+        made = [await events.post(_event(f"E{n}", DAY + timedelta(hours=n))) for n in range(5)]
+        delta = client.users.by_user_id(uid).calendar_view.delta
+        params = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
+            start_date_time="2026-11-30T00:00:00Z", end_date_time="2026-12-31T00:00:00+00:00"
+        )
+        config = RequestConfiguration(query_parameters=params)
+        config.headers.add("Prefer", "odata.maxpagesize=2")
+        config.headers.add("Prefer", 'outlook.timezone="Pacific Standard Time"')
+        page = await delta.get(request_configuration=config)
+        first_round, pages = list(page.value), 1
+        while page.odata_next_link:
+            page = await delta.with_url(page.odata_next_link).get()
+            first_round += page.value
+            pages += 1
+        assert pages == 3
+        assert sorted(e.id for e in first_round) == sorted(e.id for e in made)
+        assert first_round[0].start.time_zone == "Pacific Standard Time"
+        delta_link = page.odata_delta_link
+        assert delta_link and delta_link.startswith(emulator.base)
+
+        await events.by_event_id(made[1].id).delete()
+        await events.by_event_id(made[2].id).patch(Event(subject="Changed"))
+        page = await delta.with_url(delta_link).get()
+        removed = [e.id for e in page.value if "@removed" in (e.additional_data or {})]
+        changed = [e.id for e in page.value if "@removed" not in (e.additional_data or {})]
+        assert removed == [made[1].id]
+        assert changed == [made[2].id]
+        assert page.odata_delta_link
+
+        assert emulator.control("POST", "/faults", {"kind": "expire_delta"}).status_code == 201
+        with pytest.raises(ODataError) as stale:
+            await delta.with_url(page.odata_delta_link).get()
+        assert stale.value.response_status_code == 410
+        assert stale.value.error.code == "SyncStateNotFound"
+
+    asyncio.run(scenario())
+    assert emulator.state()["counters"]["delta_rounds"][uid] == 2
+
+
+def test_sdk_subscription_handshake_reaches_flask_endpoint_and_renews(emulator: Emulator) -> None:
+    """Create performs the handshake; changes notify with clientState; PATCH renews; GET hides
+    clientState; 10,080 minutes is refused as live Graph refuses it."""
+    uid = emulator.add_user("cid@contoso.example")
+    receiver = Receiver()
+    with running(receiver) as url:
+
+        async def scenario() -> None:
+            client = emulator.client()
+            expiry = datetime.now(UTC) + timedelta(minutes=60)
+            sub = await client.subscriptions.post(
+                Subscription(
+                    change_type="created,updated,deleted",
+                    notification_url=url,
+                    lifecycle_notification_url=url,
+                    resource=f"users/{uid}/events",
+                    expiration_date_time=expiry,
+                    client_state="state-123",
+                )
+            )
+            assert sub.client_state == "state-123"
+            assert len(receiver.validations) == 2
+            assert receiver.validations[0].startswith("Validation: ")
+
+            fetched = await client.subscriptions.by_subscription_id(sub.id).get()
+            assert fetched.client_state is None
+
+            later = datetime.now(UTC) + timedelta(minutes=4000)
+            renewed = await client.subscriptions.by_subscription_id(sub.id).patch(
+                Subscription(expiration_date_time=later)
+            )
+            assert abs((renewed.expiration_date_time - later).total_seconds()) < 1
+
+            with pytest.raises(ODataError) as too_long:
+                await client.subscriptions.by_subscription_id(sub.id).patch(
+                    Subscription(expiration_date_time=datetime.now(UTC) + timedelta(minutes=10080))
+                )
+            assert too_long.value.response_status_code == 400
+
+            made = await client.users.by_user_id(uid).events.post(_event("Watched", DAY))
+            return sub.id, made.id
+
+        sub_id, event_id = asyncio.run(scenario())
+        wait_until(lambda: len(receiver.received()) >= 2, 10, what="change notifications")
+        first = receiver.received()[0]
+        assert first["subscriptionId"] == sub_id
+        assert first["changeType"] == "created"
+        assert first["clientState"] == "state-123"
+        assert first["resourceData"]["id"] == event_id
+        assert first["resource"] == f"Users/{uid}/Events/{event_id}"
+        assert emulator.state()["counters"]["notifications"]["delivered"] >= 2
+
+
+def test_subscription_refused_when_endpoint_does_not_echo_token(emulator: Emulator) -> None:
+    uid = emulator.add_user("dee@contoso.example")
+    receiver = Receiver(echo=False)
+    with running(receiver) as url:
+
+        async def scenario() -> ODataError:
+            client = emulator.client()
+            with pytest.raises(ODataError) as refused:
+                await client.subscriptions.post(
+                    Subscription(
+                        change_type="updated",
+                        notification_url=url,
+                        resource=f"users/{uid}/events",
+                        expiration_date_time=datetime.now(UTC) + timedelta(hours=2),
+                        client_state="x",
+                    )
+                )
+            return refused.value
+
+        error = asyncio.run(scenario())
+    assert error.response_status_code == 400
+    assert "validation request failed" in error.error.message
+    assert receiver.validations, "the handshake must have reached the endpoint"
+    assert emulator.state()["subscriptions"] == []
+
+
+def test_sdk_reads_429_with_retry_after(emulator: Emulator) -> None:
+    uid = emulator.add_user("eve@contoso.example")
+    armed = emulator.control("POST", "/faults", {"kind": "throttle", "count": 1, "retry_after": 7})
+    assert armed.status_code == 201
+
+    async def scenario() -> tuple[ODataError, str | None]:
+        client = emulator.client()
+        with pytest.raises(ODataError) as throttled:
+            await client.users.by_user_id(uid).events.get()
+        ok = await client.users.by_user_id(uid).events.get()
+        return throttled.value, ok.value
+
+    error, after = asyncio.run(scenario())
+    assert error.response_status_code == 429
+    assert error.response_headers.get("retry-after") == "7"
+    assert error.error.code == "ApplicationThrottled"
+    assert after == []
+    assert emulator.state()["counters"]["throttled"] == 1
+
+
+def test_sdk_sends_a_batch(emulator: Emulator) -> None:
+    """Two creates and a read in one $batch; each inner answer comes back under its id."""
+    uid = emulator.add_user("fay@contoso.example")
+
+    async def scenario() -> dict[str, int]:
+        client = emulator.client()
+        events = client.users.by_user_id(uid).events
+        items = {
+            str(n): BatchRequestItem(
+                request_information=events.to_post_request_information(
+                    _event(f"Batched {n}", DAY + timedelta(hours=n))
+                ),
+                id=str(n),
+            )
+            for n in range(2)
+        }
+        items["read"] = BatchRequestItem(
+            request_information=client.users.by_user_id(uid).to_get_request_information(),
+            id="read",
+        )
+        response = await client.batch.post(batch_request_content=BatchRequestContent(items))
+        return {rid: item.status for rid, item in response.responses.items()}
+
+    statuses = asyncio.run(scenario())
+    assert statuses == {"0": 201, "1": 201, "read": 200}
+    assert sorted(e["subject"] for e in emulator.state()["events"][uid]) == [
+        "Batched 0",
+        "Batched 1",
+    ]
