@@ -420,8 +420,25 @@ def authorize_pick(tenant: str) -> Response:
         params["state"] = args["state"]
     params["client_info"] = _b64({"uid": user.id, "utid": _store().settings.tenant})
     params["session_state"] = str(uuid.uuid4())
+    if args.get("response_mode") == "form_post":
+        return _form_post(args["redirect_uri"], params)
     sep = "&" if "?" in args["redirect_uri"] else "?"
     return redirect(f"{args['redirect_uri']}{sep}{urlencode(params)}", code=302)
+
+
+def _form_post(target: str, params: dict[str, str]) -> Response:
+    """response_mode=form_post: a page that POSTs the answer to the redirect URI."""
+    fields = "".join(
+        f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+        for name, value in params.items()
+    )
+    page = (
+        "<!doctype html><html><head><title>Working...</title></head>"
+        '<body onload="document.forms[0].submit()">'
+        f'<form method="post" action="{html.escape(target)}">{fields}'
+        "<noscript><button>Continue</button></noscript></form></body></html>"
+    )
+    return Response(page, mimetype="text/html")
 
 
 def bearer() -> Token:
