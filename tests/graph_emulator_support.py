@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,6 +102,7 @@ class Receiver:
 
     echo: bool = True
     status: int = 202
+    delay: float = 0.0
     validations: list[str] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -119,6 +121,7 @@ class Receiver:
                 return Response(token, status=200, mimetype="text/plain")
             with self.lock:
                 self.notifications.append(request.get_json(force=True))
+            time.sleep(self.delay)
             return Response(status=self.status)
 
         return app

@@ -387,3 +387,52 @@ def test_notification_faults_drop_and_duplicate(emulator: Emulator) -> None:
         time.sleep(0.3)
     assert [n["resourceData"]["id"] for n in receiver.received()] == [ids[1], ids[1]]
     assert emulator.state()["counters"]["notifications"]["dropped"] == 1
+
+
+def test_notification_faults_delay_and_reorder(emulator: Emulator) -> None:
+    uid = emulator.add_user("ana@contoso.example")
+    receiver = Receiver()
+    with running(receiver) as url, _graph(emulator, emulator.app_token()) as graph:
+        _subscribe(graph, uid, url, changeType="deleted")
+        ids = [emulator.control("POST", f"/users/{uid}/events", {
+            "subject": str(n), "start": _when("2026-12-01T09:00:00"),
+            "end": _when("2026-12-01T10:00:00")}).json()["id"] for n in range(4)]  # fmt: skip
+        spec = {"kind": "notification_reorder", "batch": 3, "hold_seconds": 30}
+        assert emulator.control("POST", "/faults", spec).status_code == 201
+        for event_id in ids[:3]:
+            emulator.control("DELETE", f"/users/{uid}/events/{event_id}")
+        wait_until(lambda: len(receiver.received()) == 3, 10, what="the reordered batch")
+        assert [n["resourceData"]["id"] for n in receiver.received()] == ids[2::-1]
+
+        spec = {"kind": "notification_delay", "seconds": 1.5, "count": 1}
+        assert emulator.control("POST", "/faults", spec).status_code == 201
+        started = time.monotonic()
+        emulator.control("DELETE", f"/users/{uid}/events/{ids[3]}")
+        wait_until(lambda: len(receiver.received()) == 4, 10, what="the delayed notification")
+        assert time.monotonic() - started >= 1.5
+
+
+def test_slow_endpoint_has_new_notifications_dropped(emulator: Emulator) -> None:
+    """Answers slower than the 3 s budget mark the endpoint; past 15 % slow, Graph drops."""
+    uid = emulator.add_user("ana@contoso.example")
+    receiver = Receiver()
+    with running(receiver) as url, _graph(emulator, emulator.app_token()) as graph:
+        _subscribe(graph, uid, url, changeType="deleted")
+        receiver.delay = 3.3
+        ids = [emulator.control("POST", f"/users/{uid}/events", {
+            "subject": str(n), "start": _when("2026-12-01T09:00:00"),
+            "end": _when("2026-12-01T10:00:00")}).json()["id"] for n in range(11)]  # fmt: skip
+        for event_id in ids[:10]:
+            emulator.control("DELETE", f"/users/{uid}/events/{event_id}")
+        wait_until(lambda: emulator.state()["counters"]["notifications"]["sent"] >= 10, 20,
+                   what="ten slow attempts")  # fmt: skip
+        time.sleep(3.5)
+        receiver.delay = 0
+        dropped = emulator.state()["counters"]["notifications"]["dropped"]
+        emulator.control("DELETE", f"/users/{uid}/events/{ids[10]}")
+        wait_until(
+            lambda: emulator.state()["counters"]["notifications"]["dropped"] == dropped + 1,
+            5,
+            what="the new notification to be dropped",
+        )
+    assert ids[10] not in {n["resourceData"]["id"] for n in receiver.received()}
