@@ -93,6 +93,9 @@ def test_non_admin_account_is_403_and_the_page_names_the_account(
     assert response.status_code == 403
     text = response.get_data(as_text=True)
     assert f"You are signed in as {STAFF}, which is not an admin account." in text
+    assert 'action="/admin/sign-out"' in text
+    assert browser.post("/admin/sign-out", {}).status_code == 303
+    assert browser.get("/admin/exchange").status_code == 302
 
 
 def test_demoting_an_admin_takes_effect_on_their_next_request(

@@ -106,6 +106,7 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | 
                 here = request.full_path.rstrip("?")
                 return redirect(url_for("admin_auth.sign_in", next=here, why=why))
             return pages.refusal(401, "Unauthorized", WHY[why])
+        g.signed_in = email  # the layout offers to sign out, also on a 403 page
         if role != "admin":
             log.info("admin.forbidden", extra={"path": request.path, "role": role})
             return pages.refusal(
