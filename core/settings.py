@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import secrets
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     secret_key: str = Field("", repr=False)
     # Point the "worldwide" cloud of the settings page elsewhere (the Graph emulator).
     cloud_override_graph_url: str = ""
-    cloud_override_authority: str = ""
+    cloud_override_authority: str = Field("", validate_default=True)
 
     coconut_url: str = ""
     coconut_client_id: str = ""
@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         if value and not value.startswith("https://"):
             raise ValueError(f"must be an https URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("cloud_override_authority")
+    @classmethod
+    def _override_pair(cls, value: str, info: ValidationInfo) -> str:
+        if bool(value) != bool(info.data.get("cloud_override_graph_url")):
+            raise ValueError("set it and EXSYNC_CLOUD_OVERRIDE_GRAPH_URL together, or neither")
+        return value
 
     @cached_property
     def graph_endpoint(self) -> GraphEndpoint:

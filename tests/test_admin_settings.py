@@ -202,3 +202,8 @@ def test_fill_in_endpoints_shows_the_chosen_clouds_endpoints_and_saves_nothing(
     assert f"https://login.chinacloudapi.cn/{TENANT}" in page
     assert field_errors(response) == []
     assert not redis_conn.exists(connection.CONNECTION_KEY)
+
+
+def test_the_cloud_override_needs_both_urls_and_says_so() -> None:
+    with pytest.raises(SettingsError, match=r"EXSYNC_CLOUD_OVERRIDE_AUTHORITY: .* together"):
+        load_settings(cloud_override_graph_url="https://127.0.0.1:8443/v1.0")

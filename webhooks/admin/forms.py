@@ -44,7 +44,7 @@ def resolve_cloud(name: str, settings: Settings) -> Cloud:
         return Cloud(
             f"{cloud.label}, overridden by EXSYNC_CLOUD_OVERRIDE_*",
             settings.cloud_override_graph_url,
-            settings.cloud_override_authority or settings.cloud_override_graph_url,
+            settings.cloud_override_authority,
         )
     return cloud
 
