@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 
+import pytest
 import redis
 
 from tests.test_admin_support import (
@@ -60,8 +62,9 @@ def test_admin_signs_in_reaches_settings_and_is_sent_where_they_were_going(
 
 
 def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(
-    redis_url: str, redis_conn: redis.Redis
+    redis_url: str, redis_conn: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     make_accounts(redis_conn)
     browser = Browser(make_app(redis_url))
     for _ in range(10):
@@ -72,6 +75,10 @@ def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(
     assert locked.status_code == 429
     assert "Too many failed sign-ins" in locked.get_data(as_text=True)
     assert browser.get("/admin/exchange").status_code == 302
+    assert "admin.signin_failed" in caplog.text
+    assert "not-the-password" not in caplog.text
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in locked.get_data(as_text=True)
 
 
 def test_unknown_email_gets_the_same_answer_as_a_wrong_password(
