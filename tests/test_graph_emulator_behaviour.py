@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -90,6 +91,9 @@ def test_delegated_token_reaches_only_own_and_shared_calendars(emulator: Emulato
     result = _sign_in(emulator, "ana@contoso.example")
     assert result["id_token_claims"]["oid"] == ana
     assert result["id_token_claims"]["preferred_username"] == "ana@contoso.example"
+    payload = result["access_token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert (claims["oid"], claims["appid"], claims["tid"]) == (ana, GRAPH_CLIENT_ID, TENANT)
     body = {"subject": "x", "start": _when("2026-12-01T09:00:00"),
             "end": _when("2026-12-01T10:00:00")}  # fmt: skip
     with _graph(emulator, result["access_token"]) as graph:

@@ -179,15 +179,25 @@ def calendar_id(user: User) -> str:
     return "AAMkAGI2" + base64.urlsafe_b64encode(user.id.encode()).decode().rstrip("=")
 
 
-@mailbox_routes("/calendar", ["GET"])
-def get_calendar(user: str) -> Response:
-    query.args({"$select"})
-    owner = g.mailbox
-    return jsonify({
+def _calendar_json(owner: User) -> dict[str, Any]:
+    return {
         "id": calendar_id(owner), "name": "Calendar", "color": "auto", "isDefaultCalendar": True,
         "changeKey": "fJKVL07sbkmIfHqjbDnRgQAAAAACGA==", "canShare": True, "canEdit": True,
         "canViewPrivateItems": True, "owner": {"name": owner.display_name, "address": owner.upn},
-    })  # fmt: skip
+    }  # fmt: skip
+
+
+@mailbox_routes("/calendar", ["GET"])
+def get_calendar(user: str) -> Response:
+    query.args({"$select"})
+    return jsonify(_calendar_json(g.mailbox))
+
+
+@mailbox_routes("/calendars", ["GET"])
+def list_calendars(user: str) -> Response:
+    """Only the primary calendar: the sync works on it alone (research/graph.md §1, §5)."""
+    query.args({"$select", "$top"})
+    return jsonify({"value": [_calendar_json(g.mailbox)]})
 
 
 # -- events -------------------------------------------------------------------------------------

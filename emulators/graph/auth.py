@@ -2,10 +2,11 @@
 
 Grants: `client_credentials` (azure-identity's ClientSecretCredential; an app token reaches
 every mailbox), `authorization_code` with PKCE (msal's auth-code flow; the /authorize page lists
-the mailboxes and the tester picks one) and `refresh_token`. Access tokens are opaque strings
-with an expiry kept here; a delegated token reaches its own calendar and calendars shared with
-its account. Failures use Entra's OAuth error body (`error`, `error_description` with an AADSTS
-code), which azure-identity and msal turn into their own exceptions.
+the mailboxes and the tester picks one) and `refresh_token`. Access tokens are HS256 JWTs
+naming the app (and account), valid while listed here; a delegated token reaches its own
+calendar and calendars shared with its account. Failures use Entra's OAuth error body
+(`error`, `error_description` with an AADSTS code), which azure-identity and msal turn into
+their own exceptions.
 """
 
 from __future__ import annotations
@@ -70,8 +71,26 @@ class Tokens:
         self._refresh: dict[str, tuple[str, str, str]] = {}  # token -> client, user, scope
         self._signing_key = secrets.token_bytes(32)
 
-    def issue(self, client_id: str, user_id: str | None) -> tuple[str, int]:
-        token = "eyJ0eXAiOiJKV1QiLCJlbXVsYXRvciI6dHJ1ZX0." + ids.opaque_token(32)
+    def issue(self, client_id: str, user_id: str | None, tenant: str) -> tuple[str, int]:
+        """A signed JWT saying whose it is (appid; oid and scp when delegated, else roles).
+        Validity is what this table says, so a token can also be made stale early."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": "https://graph.microsoft.com",
+            "iss": f"https://sts.windows.net/{tenant}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime,
+            "appid": client_id,
+            "tid": tenant,
+            "uti": ids.opaque_token(16),
+            "ver": "1.0",
+        }
+        if user_id is None:
+            claims["roles"] = ["Calendars.ReadWrite", "User.Read.All"]
+        else:
+            claims.update(oid=user_id, scp=DELEGATED_SCOPES)
+        token = self._sign(claims)
         with self._lock:
             self._access[token] = Token(client_id, user_id, time.time() + self.lifetime)
         return token, self.lifetime
@@ -129,6 +148,9 @@ class Tokens:
             "ver": "2.0",
             **({"nonce": nonce} if nonce else {}),
         }
+        return self._sign(claims)
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         head = _b64({"alg": "HS256", "typ": "JWT"})
         body = _b64(claims)
         sig = hmac.new(self._signing_key, f"{head}.{body}".encode(), hashlib.sha256).digest()
@@ -242,7 +264,7 @@ def _client_ok(form: dict[str, str]) -> Response | None:
 def _token_response(
     client_id: str, user_id: str | None, scope: str, extra: dict[str, Any]
 ) -> Response:
-    token, lifetime = _tokens().issue(client_id, user_id)
+    token, lifetime = _tokens().issue(client_id, user_id, _store().settings.tenant)
     body = {
         "token_type": "Bearer",
         "expires_in": lifetime,

@@ -37,7 +37,6 @@ class Chain:
     since: int
     known: frozenset[str]
     generation: int
-    time_zone: str
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def answer(store: Store, mailbox: User) -> Response:
             raise _stale()
         if pending.next_chain.generation != tracker.current_generation(mailbox.id):
             raise _stale()
-        return _page(store, tracker, mailbox, pending)
+        return _page(tracker, pending)
     if "$deltatoken" in q:
         with tracker.lock:
             chain = tracker.chains.get(q["$deltatoken"])
@@ -104,12 +103,12 @@ def answer(store: Store, mailbox: User) -> Response:
             raise _stale()
     else:
         start, end = query.window(q)
-        chain = Chain(mailbox.id, start, end, -1, frozenset(),
-                      tracker.current_generation(mailbox.id), query.time_zone())  # fmt: skip
+        generation = tracker.current_generation(mailbox.id)
+        chain = Chain(mailbox.id, start, end, -1, frozenset(), generation)
     with store.lock:
         store.counters["delta_rounds"][mailbox.id] += 1
         items, next_chain = _round(store, chain, query.time_zone())
-    return _page(store, tracker, mailbox, Pending(tuple(items), page_size, next_chain))
+    return _page(tracker, Pending(tuple(items), page_size, next_chain))
 
 
 def _round(store: Store, chain: Chain, tz: str) -> tuple[list[dict[str, Any]], Chain]:
@@ -130,11 +129,11 @@ def _round(store: Store, chain: Chain, tz: str) -> tuple[list[dict[str, Any]], C
         items.append({"@odata.type": "#microsoft.graph.event", "id": gone,
                       "@removed": {"reason": "deleted"}})  # fmt: skip
     next_chain = Chain(chain.mailbox, chain.start, chain.end, store.seq, frozenset(current),
-                       chain.generation, chain.time_zone)  # fmt: skip
+                       chain.generation)  # fmt: skip
     return items, next_chain
 
 
-def _page(store: Store, tracker: DeltaStates, mailbox: User, pending: Pending) -> Response:
+def _page(tracker: DeltaStates, pending: Pending) -> Response:
     items = list(pending.items)
     head, rest = items[: pending.page_size], items[pending.page_size :]
     path = request.path.replace("delta()", "delta")
