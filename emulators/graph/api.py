@@ -139,7 +139,7 @@ def mailbox_routes(path: str, methods: list[str]) -> Callable[[Callable[..., Any
 def list_users() -> Response:
     q = query.args({"$top", "$select", "$filter", "$skiptoken", "$count", "$orderby"})
     select = parse_select(q.get("$select"), USER_FIELDS, "user")
-    rows = [u.render() for u in sorted(store().users.values(), key=lambda u: u.upn)]
+    rows = [u.render() for u in store().user_list()]
     if "$filter" in q:
         keep = compile_filter(q["$filter"], "Request_UnsupportedQuery")
         rows = [r for r in rows if keep(r)]
@@ -296,8 +296,9 @@ def collection_routes(suffix: str, methods: list[str]) -> Callable[[Callable[...
 def list_events(user: str, calendar: str | None = None) -> Response:
     _calendar(calendar)
     q = query.args(LIST_OPTIONS)
-    events = sorted(store().events[g.mailbox.id].values(), key=lambda e: (e.start, e.id))
-    rows = _rows([ev.master_instance(e) for e in events], q)
+    with store().lock:
+        events = sorted(store().events[g.mailbox.id].values(), key=lambda e: (e.start, e.id))
+        rows = _rows([ev.master_instance(e) for e in events], q)
     return jsonify(query.page(rows, q, 10, 1000))
 
 
@@ -315,7 +316,7 @@ def get_event(user: str, event_id: str, calendar: str | None = None) -> Response
     q = query.args({"$select", "$expand"})
     with store().lock:
         inst = store().instance(g.mailbox.id, event_id)
-    row = _rows([inst], q)[0]
+        row = _rows([inst], q)[0]
     row = {"@odata.context": _entity_context(), **row}
     response = jsonify(row)
     response.headers["ETag"] = ev.etag(
@@ -349,8 +350,8 @@ def event_instances(user: str, event_id: str, calendar: str | None = None) -> Re
         event, day = store().resolve(g.mailbox.id, event_id)
         if day is not None:
             raise bad_request("instances is only valid on a series master.", "ErrorInvalidRequest")
-        found = ev.instances(event, start, end)
-    return jsonify(query.page(_rows(found, q), q, 10, 1000))
+        rows = _rows(ev.instances(event, start, end), q)
+    return jsonify(query.page(rows, q, 10, 1000))
 
 
 @mailbox_routes("/calendarView", ["GET"])
@@ -363,8 +364,9 @@ def calendar_view(user: str) -> Response:
             for event in store().events[g.mailbox.id].values()
             for inst in ev.instances(event, start, end)
         ]
-    found.sort(key=lambda i: (i.start, i.id))
-    return jsonify(query.page(_rows(found, q), q, 10, 1000))
+        found.sort(key=lambda i: (i.start, i.id))
+        rows = _rows(found, q)
+    return jsonify(query.page(rows, q, 10, 1000))
 
 
 @mailbox_routes("/calendarView/delta", ["GET"])

@@ -380,7 +380,7 @@ def authorize_page(tenant: str) -> Response:
         f'<li><button name="user_id" value="{u.id}"'
         f"{' autofocus' if u.upn.lower() == hint else ''}>"
         f"{html.escape(u.display_name)} &lt;{html.escape(u.upn)}&gt;</button></li>"
-        for u in sorted(_store().users.values(), key=lambda u: u.upn)
+        for u in _store().user_list()
     )
     page = (
         "<!doctype html><html><head><title>Sign in to your account</title></head><body>"

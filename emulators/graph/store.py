@@ -111,10 +111,15 @@ class Store:
 
     def find_user(self, key: str) -> User | None:
         """By Graph id or userPrincipalName (case-insensitive, as Entra compares UPNs)."""
-        if key in self.users:
-            return self.users[key]
-        lowered = key.lower()
-        return next((u for u in self.users.values() if u.upn.lower() == lowered), None)
+        with self.lock:
+            if key in self.users:
+                return self.users[key]
+            lowered = key.lower()
+            return next((u for u in self.users.values() if u.upn.lower() == lowered), None)
+
+    def user_list(self) -> list[User]:
+        with self.lock:
+            return sorted(self.users.values(), key=lambda u: u.upn)
 
     def user(self, key: str) -> User:
         found = self.find_user(key)

@@ -126,8 +126,9 @@ class Subscriptions:
 
     def _change(self, sub: Subscription, event_id: str, kind: str) -> dict[str, Any]:
         resource = f"Users/{sub.mailbox}/Events/{event_id}"
-        event = self.store.events.get(sub.mailbox, {}).get(event_id)
-        etag = f'W/"{event.change_key}"' if event is not None else None
+        with self.store.lock:
+            event = self.store.events.get(sub.mailbox, {}).get(event_id)
+            etag = f'W/"{event.change_key}"' if event is not None else None
         data = {"@odata.type": "#Microsoft.Graph.Event", "@odata.id": resource, "id": event_id}
         if etag:
             data["@odata.etag"] = etag
