@@ -46,7 +46,7 @@ def main() -> None:
 @click.option("--threads", default=4, show_default=True, help="Threads per gunicorn worker.")
 def web(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the webhook receivers, health checks and admin pages (gunicorn)."""
-    _settings("coconut_webhook_secret")
+    _settings("coconut_webhook_secret", "secret_key")
     # Each gunicorn process counts on its own; /metrics sums them from this directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="exsync-metrics-")
     os.execvp(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -20,13 +21,17 @@ from pathlib import Path
 
 import click
 import httpx
+import redis
+from cryptography.fernet import Fernet
 
+from exsync.admin_users import add_user
 from exsync.processes import Process, ProcessExited, wait_until
 
 TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"
 GRAPH_APP = ("exsync-demo-app", "exsync-demo-secret")
 COCONUT_APP = ("exsync-demo", "coconut-demo-secret")
 WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"  # noqa: S105 - demo only
+ADMIN_EMAIL = "admin@demo.example"
 
 
 def run_demo(host: str, port: int) -> int:
@@ -73,7 +78,11 @@ def run_demo(host: str, port: int) -> int:
         _stop_all(children)
         return 1
 
+    admin_password = secrets.token_urlsafe(12)
+    add_user(redis.Redis.from_url(redis_url), ADMIN_EMAIL, admin_password)
     _print_started(redis_note, web_url, graph_url, coconut_url, workdir)
+    click.echo(f"  {'admin sign-in':<17} {web_url}/admin  as {ADMIN_EMAIL} / {admin_password}")
+    click.echo("Press Ctrl-C to stop.")
     code = _watch(children, stopping)
     _stop_all(children)
     click.echo("exsync demo: stopped everything")
@@ -98,6 +107,10 @@ def _environment(
         EXSYNC_COCONUT_CLIENT_SECRET=COCONUT_APP[1],
         EXSYNC_COCONUT_WEBHOOK_SECRET=WEBHOOK_SECRET,
         EXSYNC_SHOW_EVENT_TITLES="true",
+        # The admin pages' "worldwide" cloud is the Graph emulator here.
+        EXSYNC_CLOUD_OVERRIDE_GRAPH_URL=f"{graph_url}/v1.0",
+        EXSYNC_CLOUD_OVERRIDE_AUTHORITY=graph_url,
+        EXSYNC_SECRET_KEY=Fernet.generate_key().decode(),
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -146,7 +159,6 @@ def _print_started(
     click.echo("exsync demo is running:")
     for name, where in rows:
         click.echo(f"  {name:<17} {where}")
-    click.echo("Press Ctrl-C to stop.")
 
 
 def _watch(children: list[Process], stopping: threading.Event) -> int:

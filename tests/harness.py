@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ GRAPH_CLIENT_SECRET = "exsync-demo-secret"
 COCONUT_CLIENT_ID = "exsync-demo"
 COCONUT_CLIENT_SECRET = "coconut-demo-secret"
 COCONUT_WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+# A Fernet key (32 url-safe base64 bytes) for the secrets kept in Redis; tests only.
+SECRET_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0="
 
 
 def free_port() -> int:
@@ -75,6 +78,7 @@ class System:
             EXSYNC_COCONUT_WEBHOOK_SECRET=COCONUT_WEBHOOK_SECRET,
             EXSYNC_PUBLIC_URL=self.web_url,
             EXSYNC_JOB_TIMEOUT="60",
+            EXSYNC_SECRET_KEY=SECRET_KEY,
             PYTHONUNBUFFERED="1",
         )
         env.update(self.settings)
@@ -143,7 +147,8 @@ class System:
 
     # -- talking to the emulators -----------------------------------------------------------
     def graph_http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.graph_base, verify=str(self.ca_file), timeout=10)
+        trust = ssl.create_default_context(cafile=str(self.ca_file))
+        return httpx.Client(base_url=self.graph_base, verify=trust, timeout=10)
 
     def coconut_http(self) -> httpx.Client:
         return httpx.Client(base_url=self.coconut_base, timeout=10)

@@ -38,10 +38,11 @@ def test_an_invalid_value_is_named_with_the_reason() -> None:
     assert "EXSYNC_SYNC_FUTURE_DAYS" in result.stderr
 
 
-def test_web_refuses_to_start_without_the_coconut_webhook_secret() -> None:
+def test_web_refuses_to_start_without_its_secrets() -> None:
     result = exsync("web", "--port", "0")
     assert result.returncode == 2
     assert "EXSYNC_COCONUT_WEBHOOK_SECRET" in result.stderr
+    assert "EXSYNC_SECRET_KEY" in result.stderr
 
 
 def test_an_http_authority_is_refused_because_azure_identity_needs_tls() -> None:

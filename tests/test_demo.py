@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -41,10 +42,9 @@ def stop_demo(demo: Process) -> str:
 def projected_events(demo: Process, port: int) -> int:
     """Events in the Graph emulator that carry our mark (seeded appointments, synced)."""
     workdir = Path(demo.wait_for_line(r"logs\s+(\S+)").group(1))
+    trust = ssl.create_default_context(cafile=str(workdir / "graph-ca.pem"))
     state = httpx.get(
-        f"https://127.0.0.1:{port + 1}/_emulator/state",
-        verify=str(workdir / "graph-ca.pem"),
-        timeout=5,
+        f"https://127.0.0.1:{port + 1}/_emulator/state", verify=trust, timeout=5
     ).json()
     return sum(
         1
