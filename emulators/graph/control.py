@@ -19,7 +19,7 @@ from emulators.graph.errors import GraphError, bad_request
 from emulators.graph.faults import Faults
 from emulators.graph.store import Store
 from emulators.graph.subscriptions import LIFECYCLE_EVENTS, Subscriptions
-from emulators.graph.timeutil import utcnow, zone
+from emulators.graph.timeutil import BadTime, utcnow, zone
 
 bp = Blueprint("control", __name__, url_prefix="/_emulator")
 
@@ -103,7 +103,10 @@ def add_user() -> Response:
         raise bad_request(f"mail must be an address, got {mail!r}")
     if not isinstance(tz, str):
         raise bad_request(f"timeZone must be a zone name, got {tz!r}")
-    zone(tz)
+    try:
+        zone(tz)
+    except BadTime as exc:
+        raise bad_request(str(exc)) from exc
     user = _store().add_user(mail, name if isinstance(name, str) else mail.split("@")[0], tz)
     return jsonify(user.summary()), 201  # type: ignore[return-value]
 
