@@ -47,6 +47,8 @@ def _validate(body: Any) -> list[dict[str, Any]]:
             raise bad_request(f"Invalid method {method!r} in request {rid}.", "BadRequest")
         if not isinstance(url, str) or url.startswith(("http:", "https:")):
             raise bad_request(f"Request {rid}: url must be relative, got {url!r}.", "BadRequest")
+        if url.lstrip("/").lower().startswith("$batch"):
+            raise bad_request(f"Request {rid}: a batch cannot contain a batch.", "BadRequest")
         headers = item.get("headers") or {}
         if not isinstance(headers, dict):
             raise bad_request(f"Request {rid}: headers must be an object.", "BadRequest")

@@ -124,7 +124,8 @@ def _round(store: Store, chain: Chain, tz: str) -> tuple[list[dict[str, Any]], C
             items.append(ev.render(inst, tz, base, stingy=True))
     for gone in sorted(chain.known - set(current)):
         parsed = ids.parse_occurrence_id(gone)
-        if parsed is not None and parsed[0] in stored:
+        master = stored.get(parsed[0]) if parsed is not None else None
+        if master is not None and master.recurrence is not None:
             continue  # Outlook sends nothing for an occurrence deleted from a live series
         items.append({"@odata.type": "#microsoft.graph.event", "id": gone,
                       "@removed": {"reason": "deleted"}})  # fmt: skip
