@@ -119,10 +119,10 @@ class Notifier:
         )
         if not (full or waited):
             return
-        for offset, item in enumerate(reversed(self._held)):
-            item.due = now + offset * 0.01
-            heapq.heappush(self._heap, item)
+        batch = list(reversed(self._held))
         self._held.clear()
+        # One task posts the batch in turn, so the endpoint really sees the reversed order.
+        self._pool.submit(lambda: [self._post(item) for item in batch])
         if fault is not None:
             self.faults.remove(fault)
 
