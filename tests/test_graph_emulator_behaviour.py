@@ -440,3 +440,18 @@ def test_slow_endpoint_has_new_notifications_dropped(emulator: Emulator) -> None
             what="the new notification to be dropped",
         )
     assert ids[10] not in {n["resourceData"]["id"] for n in receiver.received()}
+
+
+def test_delta_reports_changes_outside_the_window_as_removed(emulator: Emulator) -> None:
+    """As Outlook does: a client must ignore @removed for ids it never had."""
+    uid = emulator.add_user("ana@contoso.example")
+    window = {"startDateTime": "2026-12-01T00:00:00Z", "endDateTime": "2026-12-31T00:00:00Z"}
+    with _graph(emulator, emulator.app_token()) as graph:
+        first = graph.get(f"/users/{uid}/calendarView/delta", params=window).json()
+        assert first["value"] == []
+        outside = graph.post(f"/users/{uid}/events", json={
+            "subject": "later", "start": _when("2027-03-01T09:00:00"),
+            "end": _when("2027-03-01T10:00:00")}).json()  # fmt: skip
+        following = graph.get(first["@odata.deltaLink"]).json()["value"]
+    assert following == [{"@odata.type": "#microsoft.graph.event", "id": outside["id"],
+                           "@removed": {"reason": "deleted"}}]  # fmt: skip

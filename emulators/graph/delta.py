@@ -2,7 +2,8 @@
 
 A round starts from the window's parameters (first call) or a `$deltatoken`; it lists the
 instances that are new or whose event changed since the round's base, `@removed` for items that
-left (not for a deleted occurrence of a surviving series), pages them with `$skiptoken` links by
+left (not for a deleted occurrence of a surviving series; but for items changed outside the
+window, as Outlook does), pages them with `$skiptoken` links by
 `Prefer: odata.maxpagesize`, and ends with a `@odata.deltaLink`. Plain occurrences carry only
 id, type, seriesMasterId and start/end: the client reads the master for the rest.
 Tokens are kept here; an `expire_delta` fault bumps a mailbox's generation, after which its old
@@ -129,6 +130,13 @@ def _round(store: Store, chain: Chain, tz: str) -> tuple[list[dict[str, Any]], C
             continue  # Outlook sends nothing for an occurrence deleted from a live series
         items.append({"@odata.type": "#microsoft.graph.event", "id": gone,
                       "@removed": {"reason": "deleted"}})  # fmt: skip
+    if chain.since >= 0:
+        # Outlook reports items changed outside the window as deleted; clients must cope.
+        shown = {inst.event.id for inst in current.values()}
+        for event in stored.values():
+            if event.changed_seq > chain.since and event.id not in shown | chain.known:
+                items.append({"@odata.type": "#microsoft.graph.event", "id": event.id,
+                              "@removed": {"reason": "deleted"}})  # fmt: skip
     next_chain = Chain(chain.mailbox, chain.start, chain.end, store.seq, frozenset(current),
                        chain.generation)  # fmt: skip
     return items, next_chain
