@@ -335,6 +335,10 @@ def test_subscription_rules(emulator: Emulator) -> None:
         assert event.status_code == 400
         renew = graph.patch(f"/subscriptions/{short['id']}", json={})
         assert renew.status_code == 400
+        plain = graph.post("/subscriptions", json={
+            "changeType": "updated", "notificationUrl": "http://web:8000/hook",
+            "resource": f"users/{uid}/events", "expirationDateTime": soon})  # fmt: skip
+        assert plain.status_code == 400 and "HTTPS" in plain.json()["error"]["message"]
 
 
 def test_batch_depends_on_and_limits(emulator: Emulator) -> None:

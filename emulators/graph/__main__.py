@@ -34,6 +34,19 @@ from emulators.graph.tls import server_context
     required=True,
     help="Where to write the CA certificate clients must trust.",
 )
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Another name clients use for this host (added to the certificate).",
+)
+@click.option(
+    "--allow-http",
+    "http_hosts",
+    multiple=True,
+    help="A host that may get plain-http notifications (Graph allows only https; "
+    "loopback is always allowed), e.g. a compose service name.",
+)
 @click.option("--tenant", default="8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10", show_default=True)
 @click.option("--client-id", default="exsync-demo-app", show_default=True)
 @click.option("--client-secret", default="exsync-demo-secret", show_default=True)
@@ -82,7 +95,8 @@ from emulators.graph.tls import server_context
     help="Seconds each mailbox call takes (to exercise concurrency limits).",
 )
 def main(
-    host: str, port: int, ca_file: Path, tenant: str, client_id: str, client_secret: str,
+    host: str, port: int, ca_file: Path, hostnames: tuple[str, ...],
+    http_hosts: tuple[str, ...], tenant: str, client_id: str, client_secret: str,
     users: int, domain: str, max_concurrency: int, rate_limit: int, rate_window: float,
     notify_retry_scale: float, token_lifetime: int, latency: float,
 ) -> None:  # fmt: skip
@@ -94,13 +108,14 @@ def main(
         tenant=tenant, client_id=client_id, client_secret=client_secret,
         max_concurrency=max_concurrency, rate_limit=rate_limit, rate_window=rate_window,
         notify_retry_scale=notify_retry_scale, token_lifetime=token_lifetime, latency=latency,
+        http_hosts=frozenset(h.lower() for h in http_hosts),
     )  # fmt: skip
     store = Store(settings)
     faults = Faults()
     notifier = Notifier(store, faults)
     app = create_app(store, notifier, faults)
     seed(store, users, domain)
-    context = server_context(ca_file, host)
+    context = server_context(ca_file, [host, *hostnames])
     server = make_server(host, port, app, threaded=True, ssl_context=context)
     notifier.start()
 

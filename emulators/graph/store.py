@@ -70,6 +70,7 @@ class Settings:
     notify_retry_scale: float = 1.0
     token_lifetime: int = 3600
     latency: float = 0.0
+    http_hosts: frozenset[str] = frozenset()
 
 
 # A change listener gets (mailbox id, event id, change type) after the lock is released.

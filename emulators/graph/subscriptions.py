@@ -184,11 +184,11 @@ def _url(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise bad_request(f"'{name}' must be a string.", "InvalidRequest")
     parts = urlsplit(value)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+    allowed = {"127.0.0.1", "localhost", "::1"} | store().settings.http_hosts
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in allowed):
         raise bad_request(
-            f"The Notification Url '{name}' must use HTTPS (plain http only to loopback in the "
-            "emulator).",
+            f"The Notification Url '{name}' must use HTTPS (the emulator allows plain http to "
+            "loopback and --allow-http hosts).",
             "InvalidRequest",
         )
     return value

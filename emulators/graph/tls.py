@@ -12,10 +12,10 @@ from pathlib import Path
 import trustme
 
 
-def server_context(ca_file: Path, host: str) -> ssl.SSLContext:
-    """An SSL context for 127.0.0.1/localhost (and `host`), its CA written to ca_file."""
+def server_context(ca_file: Path, hosts: list[str]) -> ssl.SSLContext:
+    """An SSL context for 127.0.0.1/localhost and `hosts`, its CA written to ca_file."""
     ca = trustme.CA(organization_name="exsync Graph emulator")
-    names = sorted({"127.0.0.1", "localhost", "::1", host} - {"0.0.0.0", ""})
+    names = sorted({"127.0.0.1", "localhost", "::1", *hosts} - {"0.0.0.0", "::", ""})
     cert = ca.issue_cert(*names)
     ca_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = ca_file.with_suffix(ca_file.suffix + ".tmp")
