@@ -13,11 +13,11 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 import redis
-from core.coconut import CoconutClient
 from msgraph import GraphServiceClient
 from rq import Queue
 
 from core import store
+from core.coconut import CoconutClient
 from core.graph import app_credential, graph_client
 from core.settings import Settings, load_settings
 from core.throttle import MailboxGate
