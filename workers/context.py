@@ -16,7 +16,7 @@ import redis
 from msgraph import GraphServiceClient
 from rq import Queue
 
-from core import store
+from core import connection, store
 from core.coconut import CoconutClient
 from core.graph import app_credential, graph_client
 from core.settings import Settings, load_settings
@@ -43,6 +43,13 @@ class WorkerContext:
         s = self.settings
         credential = app_credential(s.graph_endpoint, s.tenant_id, s.client_id, s.client_secret)
         return graph_client(s.graph_endpoint, credential)
+
+    @property
+    def impersonation(self) -> bool:
+        """App-only access (subscriptions) or the service account's delegated access (polling):
+        the admin's choice once a connection is configured, else the environment's."""
+        stored = self.redis.hget(connection.CONNECTION_KEY, "impersonation")
+        return stored == b"1" if stored is not None else self.settings.impersonation
 
     @cached_property
     def gate(self) -> MailboxGate:

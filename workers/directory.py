@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from core import store
+from core.coconut import Staff
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -75,3 +76,16 @@ async def _lookup(ctx: WorkerContext, address: str) -> str | None:
         return None
     mail = (user.mail or user.user_principal_name or "").lower()
     return user.id if mail == address else None
+
+
+def staff_mailboxes(ctx: WorkerContext) -> list[tuple[Staff, Mailbox]]:
+    """Every active Coconut staff member who takes appointments and has a mailbox: what the
+    sync covers. Staff without a mailbox are left out here and carry a warning (mailbox_for)."""
+    matched = []
+    for staff in ctx.coconut.users(takes_appointments=True):
+        if not staff.active:
+            continue
+        mailbox = mailbox_for(ctx, str(staff.id), staff.email)
+        if mailbox is not None:
+            matched.append((staff, mailbox))
+    return matched
