@@ -5,9 +5,12 @@ cost one or two runs, not a thousand. The protocol (DESIGN.md, "Coalescing"):
 
 - the receiver sets the item's dirty flag, then makes sure a job is queued under the item's
   deterministic id; if that job is already running it queues one follow-up job instead;
-- the job takes the item's lock, clears the flag before it reads, does one round, and does
-  another round while the flag was set again meanwhile;
+- the job takes the item's lock, notes the flag's value before it reads, does one round, and
+  clears the flag only if nobody changed it meanwhile (else it does another round);
 - a follow-up that finds the flag clear has nothing to do.
+
+The flag is a counter, not a boolean, and it is cleared only after a round completed: a worker
+killed mid-round leaves it set, so the retried job still does the work.
 
 Two workers never work on one item at once (the lock), a killed worker's lock expires, and RQ's
 retry requeues its job.
@@ -16,6 +19,7 @@ retry requeues its job.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,9 +35,10 @@ from core import store
 log = logging.getLogger(__name__)
 
 PENDING_STATES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
-LOCK_SECONDS = 60
+LOCK_SECONDS = 20
 MAX_ROUNDS = 5
-RETRY_INTERVALS = [1, 5, 15, 60, 300]
+# The first retry runs at once (an abandoned job must not wait for a scheduler), then back off.
+RETRY_INTERVALS = [0, 5, 15, 60, 300]
 
 
 def job_id(kind: str, item: str, suffix: str = "") -> str:
@@ -56,7 +61,7 @@ def ensure_queued(
     Graph and Coconut clients). Raises redis.ConnectionError when Redis is down.
     """
     conn = queue.connection
-    conn.set(store.dirty_key(kind, item), 1)
+    conn.incr(store.dirty_key(kind, item))
     for suffix in ("", "-followup"):
         candidate = job_id(kind, item, suffix)
         if _enqueue_unique(queue, func, candidate, item, retries, timeout):
@@ -113,38 +118,65 @@ def _discard(conn: redis.Redis, candidate: str) -> None:
 
 @contextmanager
 def item_lock(conn: redis.Redis, kind: str, item: str) -> Iterator[Lock]:
-    """Hold the item's lock; it expires on its own if the worker dies, and `extend` keeps it."""
+    """Hold the item's lock for as long as the job runs, however long a round takes (a thread
+    renews it); a killed worker stops renewing, so the lock frees itself within LOCK_SECONDS."""
     lock = conn.lock(
-        store.lock_key(kind, item), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS * 2
+        store.lock_key(kind, item), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS * 3
     )
     if not lock.acquire():
         raise LockBusy(f"{kind} {item} is locked by another worker")
+    done = threading.Event()
+    keeper = threading.Thread(target=_keep, args=(lock, done), daemon=True)
+    keeper.start()
     try:
         yield lock
     finally:
+        done.set()
+        keeper.join()
         try:
             lock.release()
         except redis.exceptions.LockError:
             log.warning("lock.lost", extra={"kind": kind, "item": item})
 
 
+def _keep(lock: Lock, done: threading.Event) -> None:
+    while not done.wait(LOCK_SECONDS / 3):
+        try:
+            lock.extend(LOCK_SECONDS, replace_ttl=True)
+        except redis.exceptions.RedisError:
+            log.warning("lock.renew_failed", exc_info=True)
+
+
 class LockBusy(Exception):
     """Another worker held the item's lock for longer than a job may wait; RQ retries the job."""
+
+
+_clear_unless_changed_script = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _clear_unless_changed(keys: list[str], args: list[bytes], client: redis.Redis) -> None:
+    client.eval(_clear_unless_changed_script, len(keys), *keys, *args)
 
 
 def run_coalesced(conn: redis.Redis, kind: str, item: str, round_: Callable[[Lock], Any]) -> int:
     """Run `round_` under the item's lock until no change arrived during the last round.
 
-    The dirty flag is cleared before each round reads, so a change that lands during the round
-    sets it again and earns one more round. Returns how many rounds ran (0: nothing to do).
+    A change that lands during a round bumps the flag, so clearing it fails and earns one more
+    round. Returns how many rounds ran (0: nothing to do).
     """
     dirty = store.dirty_key(kind, item)
     rounds = 0
     with item_lock(conn, kind, item) as lock:
-        while rounds < MAX_ROUNDS and conn.delete(dirty):
+        while rounds < MAX_ROUNDS:
+            seen = conn.get(dirty)
+            if seen is None:
+                break
             rounds += 1
             round_(lock)
-            lock.extend(LOCK_SECONDS, replace_ttl=True)
+            _clear_unless_changed(keys=[dirty], args=[seen], client=conn)
         if rounds == MAX_ROUNDS and conn.exists(dirty):
             log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
     return rounds
