@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -124,6 +125,13 @@ class System:
         return self._process(
             f"worker-{index}", [sys.executable, "-m", "exsync.cli", "worker", "--port", "0"]
         )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process (no clean-up of any kind) and reap it."""
+        proc = self.processes[name]
+        proc.signal(signal.SIGKILL)
+        assert proc.popen is not None
+        proc.popen.wait(10)
 
     def restart(self, name: str) -> Process:
         old = self.processes[name]

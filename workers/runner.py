@@ -1,17 +1,71 @@
-"""`exsync worker`: an RQ worker that runs jobs in its own process.
+"""`exsync worker`: an RQ worker that runs jobs in its own process and gives up dead peers fast.
 
 RQ's default worker forks a child per job; ours must not, because the Graph client and its
-event loop live for the whole process (workers.context). A killed worker's job is found by RQ's
-registry clean-up and retried, and its item lock expires (core.jobs).
+event loop live for the whole process (workers.context). RQ's SimpleWorker, though, marks a
+job as running for its whole timeout plus a minute and cleans up every ten minutes, so a
+SIGKILLed worker's job would wait that long. Here a thread renews the running job's heartbeat
+while it runs, with a short TTL, and every worker looks for abandoned jobs every few seconds:
+a killed worker's job is retried (RQ's Retry) within about half a minute, and its item lock
+has expired by then (core.jobs).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import start_http_server
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.executions import Execution
+from rq.job import Job
+from rq.worker import WorkerStatus
 
 from core.settings import Settings
 from workers.context import WorkerContext, install
+
+HEARTBEAT_TTL = 30
+MAINTENANCE_SECONDS = 10
+
+
+class ExsyncWorker(SimpleWorker):
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return HEARTBEAT_TTL
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self._forget_dead_executions(job)
+        execution = self.prepare_execution(job)
+        with self._heartbeat(execution, queue):
+            self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _forget_dead_executions(self, job: Job) -> None:
+        """A killed worker's execution outlives its data in the job's execution registry by a
+        minute (RQ 3 lists it 60 s past its TTL), and RQ fails the retried job when it cannot
+        load it; drop such leftovers before the retry runs."""
+        registry = job.execution_registry
+        for execution_id in self.connection.zrange(registry.key, 0, -1):
+            execution = Execution(execution_id.decode(), job.id, connection=self.connection)
+            if not self.connection.exists(execution.key):
+                self.connection.zrem(registry.key, execution_id)
+
+    @contextmanager
+    def _heartbeat(self, execution: Execution, queue: Queue) -> Iterator[None]:
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_TTL / 3):
+                with self.connection.pipeline() as pipe:
+                    execution.heartbeat(queue.started_job_registry, HEARTBEAT_TTL, pipe)
+                    pipe.execute()
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
 
 def run_worker(settings: Settings, *, host: str, port: int, burst: bool = False) -> int:
@@ -19,6 +73,11 @@ def run_worker(settings: Settings, *, host: str, port: int, burst: bool = False)
     install(ctx)
     if port:
         start_http_server(port, addr=host)
-    worker = SimpleWorker([ctx.queue], connection=ctx.redis)
+    worker = ExsyncWorker(
+        [ctx.queue],
+        connection=ctx.redis,
+        worker_ttl=HEARTBEAT_TTL,
+        maintenance_interval=MAINTENANCE_SECONDS,
+    )
     worker.work(burst=burst, with_scheduler=True)
     return 0
