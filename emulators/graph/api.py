@@ -81,6 +81,9 @@ def guard() -> None:
         raise GraphError(
             status, code, message, {"Retry-After": str(fault.params.get("retry_after", 2))}
         )
+    if request.method != "GET":
+        slow = faults().take("slow_response", mailbox.id if mailbox else None)
+        g.slow_response = slow.params["seconds"] if slow is not None else 0
     if mailbox is not None:
         try:
             throttle().acquire(token.client_id, mailbox.id)
@@ -92,6 +95,13 @@ def guard() -> None:
         latency = store().settings.latency
         if latency:
             time.sleep(latency)
+
+
+@bp.after_request
+def answer_late(response: Response) -> Response:
+    if g.get("slow_response"):
+        time.sleep(g.slow_response)
+    return response
 
 
 @bp.teardown_request

@@ -21,6 +21,9 @@ KINDS: dict[str, set[str]] = {
     "notification_reorder": {"batch", "hold_seconds"},
     "forbidden": {"mailbox"},
     "expire_delta": {"mailbox"},
+    # The request is carried out, then its answer waits: a client that dies meanwhile never
+    # learns that its write happened (what transactionId and our mark are for).
+    "slow_response": {"seconds", "mailbox"},
 }
 _STANDING = {"forbidden", "notification_reorder", "expire_delta"}
 
@@ -81,8 +84,8 @@ def parse(spec: Any) -> Fault:
         raise FaultSpecError(f"mailbox must be a user id, got {spec['mailbox']!r}")
     if kind == "forbidden" and "mailbox" not in spec:
         raise FaultSpecError("forbidden needs mailbox (a user id)")
-    if kind == "notification_delay" and "seconds" not in spec:
-        raise FaultSpecError("notification_delay needs seconds")
+    if kind in ("notification_delay", "slow_response") and "seconds" not in spec:
+        raise FaultSpecError(f"{kind} needs seconds")
     if kind == "notification_reorder" and "batch" not in spec:
         raise FaultSpecError("notification_reorder needs batch")
     params = {k: v for k, v in spec.items() if k not in ("kind", "share", "count")}
