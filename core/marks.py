@@ -51,6 +51,7 @@ class Projection:
     event_id: str
     change_key: str
     generation: int = 0
+    digest: str = ""  # of the draft we wrote (workers.projection.EventDraft.digest)
 
 
 class ProjectionIndex:

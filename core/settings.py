@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     coconut_webhook_secret: str = Field("", repr=False)
     coconut_app_url: str = "https://bank.coconutcalendar.com"
 
+    # Jinja2 subject and body (an HTML file) of the event a Coconut appointment becomes.
+    event_subject_template: str = ""
+    event_body_template: str = ""
+
     show_event_titles: bool = False
     sync_past_days: int = Field(7, ge=0, le=365)
     sync_future_days: int = Field(180, ge=1, le=730)

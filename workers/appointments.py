@@ -1,0 +1,244 @@
+"""Jobs that project Coconut-owned items into Outlook: appointments and Coconut absences.
+
+A Coconut webhook is only a hint: each job reads the item's current state from Coconut's API
+and makes every assigned mailbox hold exactly the event `project(item)` says, so the order and
+number of deliveries do not matter. Jobs run coalesced (core.jobs): one worker per item, and a
+change that lands mid-run earns one more round.
+
+Per mailbox the round is: find our event (the mapping, else our mark in the mailbox, never a
+new one while one exists) → write it only when it differs from what we last wrote or a staff
+member edited it → remember its `changeKey`, so the mailbox sync recognises our own write.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from core import jobs, store
+from core.coconut import Staff
+from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
+from workers import directory, exchange
+from workers.context import WorkerContext, context
+from workers.projection import EventDraft, Templates, absence_event, appointment_event, is_live
+
+log = logging.getLogger(__name__)
+
+SYNC_APPOINTMENT = "workers.appointments.sync_appointment"
+SYNC_ABSENCE = "workers.appointments.sync_absence"
+# Coconut's updated_at and our clock differ a little; re-reading a few minutes costs nothing.
+RECONCILE_OVERLAP = timedelta(minutes=5)
+
+
+def sync_appointment(appointment_id: str) -> int:
+    """Make every assigned mailbox show the appointment as Coconut has it now."""
+    ctx = context()
+    return jobs.run_coalesced(
+        ctx.redis, "appointment", appointment_id, lambda _: _appointment_round(ctx, appointment_id)
+    )
+
+
+def sync_absence(absence_id: str) -> int:
+    """Make the staff member's mailbox show a Coconut absence as a busy event, or not at all."""
+    ctx = context()
+    return jobs.run_coalesced(
+        ctx.redis, "absence", absence_id, lambda _: _absence_round(ctx, absence_id)
+    )
+
+
+def sync_staff(staff_id: str) -> int:
+    """A staff member changed (email, takes appointments, active): re-project their items.
+
+    The appointments' own jobs decide, per mailbox, what stays: a staff member who no longer
+    takes appointments, or whose email no longer matches a mailbox, loses our projections.
+    """
+    ctx = context()
+    ctx.redis.hdel(directory.staff_key(staff_id), "checked_at")
+    since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
+    queued = 0
+    for appointment in ctx.coconut.appointments(user=int(staff_id), start_after=since):
+        jobs.ensure_queued(ctx.queue, SYNC_APPOINTMENT, "appointment", str(appointment.id))
+        queued += 1
+    for absence in ctx.coconut.absences(user=int(staff_id), source="coconut"):
+        jobs.ensure_queued(ctx.queue, SYNC_ABSENCE, "absence", str(absence.id))
+        queued += 1
+    # Items whose projection is in a mailbox but no longer list this staff member.
+    for projection in _projections_of_staff(ctx, staff_id):
+        func = SYNC_APPOINTMENT if projection.kind == "appointment" else SYNC_ABSENCE
+        jobs.ensure_queued(ctx.queue, func, projection.kind, projection.item_id)
+        queued += 1
+    return queued
+
+
+def reconcile_coconut(_item: str = "coconut") -> int:
+    """The safety net for lost Coconut webhooks: queue every item changed since the last check,
+    and every projected item Coconut no longer lists (deleted without a webhook)."""
+    ctx = context()
+    checkpoint_key = store.key("coconut", "reconciled_at")
+    started = datetime.now(UTC)
+    raw = ctx.redis.get(checkpoint_key)
+    since = datetime.fromtimestamp(float(raw), UTC) - RECONCILE_OVERLAP if raw else None
+    window_start = started - timedelta(days=ctx.settings.sync_past_days)
+    queued = 0
+    listed: set[str] = set()
+    for appointment in ctx.coconut.appointments(updated_since=since, start_after=window_start):
+        listed.add(str(appointment.id))
+        jobs.ensure_queued(ctx.queue, SYNC_APPOINTMENT, "appointment", str(appointment.id))
+        queued += 1
+    for absence in ctx.coconut.absences(source="coconut"):
+        if since is None or absence.updated_at >= since:
+            jobs.ensure_queued(ctx.queue, SYNC_ABSENCE, "absence", str(absence.id))
+            queued += 1
+    for kind, func in (("appointment", SYNC_APPOINTMENT), ("absence", SYNC_ABSENCE)):
+        for item_id in _projected_items(ctx, kind):
+            if item_id not in listed:
+                jobs.ensure_queued(ctx.queue, func, kind, item_id)
+                queued += 1
+    ctx.redis.set(checkpoint_key, started.timestamp())
+    log.info("reconcile.coconut", extra={"queued": queued, "full": since is None})
+    return queued
+
+
+# ---------------------------------------------------------------- rounds
+
+
+def _appointment_round(ctx: WorkerContext, appointment_id: str) -> None:
+    appointment = ctx.coconut.get_appointment(int(appointment_id))
+    wanted: dict[str, EventDraft] = {}
+    if is_live(appointment):
+        assert appointment is not None
+        draft = appointment_event(appointment, ctx.settings.coconut_app_url, _templates(ctx))
+        for staff_id in appointment.staff_ids:
+            mailbox = _mailbox_of(ctx, ctx.coconut.get_user(staff_id))
+            if mailbox is not None:
+                wanted[mailbox] = draft
+    _converge(ctx, "appointment", appointment_id, wanted)
+
+
+def _absence_round(ctx: WorkerContext, absence_id: str) -> None:
+    absence = ctx.coconut.get_absence(int(absence_id))
+    wanted: dict[str, EventDraft] = {}
+    draft = absence_event(absence) if absence is not None else None
+    if absence is not None and draft is not None:
+        mailbox = _mailbox_of(ctx, ctx.coconut.get_user(absence.user_id))
+        if mailbox is not None:
+            wanted[mailbox] = draft
+    _converge(ctx, "absence", absence_id, wanted)
+
+
+def _converge(ctx: WorkerContext, kind: str, item_id: str, wanted: dict[str, EventDraft]) -> None:
+    """Remove the item's events from mailboxes that should not have one, upsert the rest."""
+    index = ProjectionIndex(ctx.redis)
+    current = index.for_item(kind, item_id)
+    for mailbox, projection in current.items():
+        if mailbox not in wanted:
+            _guarded(ctx, mailbox, lambda p=projection: _remove(ctx, index, p))
+    for mailbox, draft in wanted.items():
+        _guarded(ctx, mailbox, lambda m=mailbox, d=draft: _upsert(ctx, index, kind, item_id, m, d))
+
+
+def _upsert(
+    ctx: WorkerContext, index: ProjectionIndex, kind: str, item_id: str, mailbox: str,
+    draft: EventDraft,
+) -> None:  # fmt: skip
+    mark = mark_value(ctx.settings.deployment_id, kind, item_id)
+    known = index.for_item(kind, item_id).get(mailbox) or _adopt(ctx, index, mark, mailbox)
+    if known is not None:
+        unchanged = known.digest == draft.digest
+        if unchanged and exchange.change_key(ctx, mailbox, known.event_id) == known.change_key:
+            return
+        written = exchange.update(ctx, mailbox, known.event_id, draft)
+        if written is not None:
+            index.save(_projection(known, written, draft), replaces=known)
+            _clear_problem(ctx, mailbox)
+            return
+        log.info("projection.recreated", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
+    generation = known.generation + 1 if known is not None else 0
+    tx = transaction_id(ctx.settings.deployment_id, kind, item_id, mailbox, generation)
+    written = exchange.create(ctx, mailbox, draft, mark, tx)
+    fresh = Projection(kind, item_id, mailbox, written.event_id, written.change_key, generation)
+    index.save(_projection(fresh, written, draft), replaces=known)
+    _clear_problem(ctx, mailbox)
+
+
+def _adopt(
+    ctx: WorkerContext, index: ProjectionIndex, mark: str, mailbox: str
+) -> Projection | None:
+    """Rebuild a lost mapping from our mark; extra copies (a crash between two creates of
+    different generations) are deleted so one event remains."""
+    found = exchange.find_marked(ctx, mailbox, mark)
+    if not found:
+        return None
+    keep, *extra = found
+    for duplicate in extra:
+        exchange.delete(ctx, mailbox, duplicate.event_id)
+    _, kind, item_id = mark.split(":")
+    adopted = Projection(kind, item_id, mailbox, keep.event_id, keep.change_key)
+    index.save(adopted)
+    log.info("projection.adopted", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
+    return adopted
+
+
+def _remove(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
+    exchange.delete(ctx, projection.mailbox, projection.event_id)
+    index.remove(projection)
+
+
+def _projection(base: Projection, written: exchange.Written, draft: EventDraft) -> Projection:
+    return Projection(
+        base.kind, base.item_id, base.mailbox, written.event_id, written.change_key,
+        base.generation, draft.digest,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- staff and their mailboxes
+
+
+def _mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
+    """The staff member's mailbox when the sync covers them; else a warning says why not."""
+    if staff is None:
+        return None
+    if not (staff.takes_appointments and staff.active):
+        ctx.redis.hset(
+            directory.staff_key(str(staff.id)),
+            "warning",
+            "no longer takes appointments in Coconut: their Outlook projections were removed",
+        )
+        return None
+    mailbox = directory.mailbox_for(ctx, str(staff.id), staff.email)
+    return mailbox.user_id if mailbox is not None else None
+
+
+def _guarded(ctx: WorkerContext, mailbox: str, action) -> None:  # type: ignore[no-untyped-def]
+    """A mailbox Exchange refuses is that staff member's sync error, not the whole job's."""
+    try:
+        action()
+    except exchange.MailboxRefused as exc:
+        ctx.redis.hset(store.mailbox_key(mailbox), "error", str(exc))
+        staff_id = directory.staff_for(ctx, mailbox)
+        if staff_id:
+            ctx.redis.hset(directory.staff_key(staff_id), "error", str(exc))
+        log.warning("mailbox.refused", extra={"mailbox": mailbox})
+
+
+def _clear_problem(ctx: WorkerContext, mailbox: str) -> None:
+    ctx.redis.hdel(store.mailbox_key(mailbox), "error")
+
+
+def _projections_of_staff(ctx: WorkerContext, staff_id: str) -> list[Projection]:
+    user_id = ctx.redis.hget(directory.staff_key(staff_id), "user_id")
+    return ProjectionIndex(ctx.redis).in_mailbox(user_id.decode()) if user_id else []
+
+
+def _projected_items(ctx: WorkerContext, kind: str) -> set[str]:
+    prefix = store.key("projection", kind, "")
+    return {
+        key.decode()[len(prefix) :] for key in ctx.redis.scan_iter(match=prefix + "*", count=500)
+    }
+
+
+def _templates(ctx: WorkerContext) -> Templates:
+    s = ctx.settings
+    body = Path(s.event_body_template).read_text() if s.event_body_template else Templates.body
+    return Templates(subject=s.event_subject_template or Templates.subject, body=body)

@@ -1,0 +1,158 @@
+"""What a Coconut appointment or absence looks like in a staff member's Outlook calendar.
+
+Pure rules: owner state in, the event we want out. No I/O here (DESIGN.md's fourth boundary),
+so every rule is unit-tested fast and the job only decides *where* to write.
+
+What goes into an event is only what the staff member needs: service, customer name, location
+and a link back to Coconut. Customers are never attendees (Outlook would invite them), and the
+event carries no Coconut notes about the customer beyond what the template shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, StrictUndefined
+
+from core.coconut import Absence, Appointment, Location
+
+# Statuses whose event stays in the calendar: a completed or missed appointment still happened
+# at that time. A cancelled one is removed (Coconut tells the customer; Outlook should not).
+LIVE_STATUSES = {"scheduled", "completed", "no_show"}
+
+DEFAULT_SUBJECT = "{{ service }} with {{ customer }}"
+DEFAULT_BODY = """\
+<p><b>{{ service }}</b> with {{ customer }}</p>
+{% if location %}<p>{{ location }}</p>{% endif %}
+{% if meeting_url %}<p><a href="{{ meeting_url }}">Join the video meeting</a></p>{% endif %}
+<p><a href="{{ link }}">Open in Coconut</a>{% if code %} · {{ code }}{% endif %}</p>
+<p><i>Managed by Coconut: change or cancel this appointment in Coconut, not here.</i></p>
+"""
+
+_templates = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True)
+class Templates:
+    """The admin's subject and body templates (Jinja2; the body is HTML, autoescaped)."""
+
+    subject: str = DEFAULT_SUBJECT
+    body: str = DEFAULT_BODY
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """The event we want in one mailbox, in Graph's terms but free of the SDK."""
+
+    subject: str
+    body_html: str
+    location: str
+    start: str  # local wall time, ISO without offset, in `time_zone`
+    end: str
+    time_zone: str  # IANA name; Graph accepts them alongside Windows names
+    is_all_day: bool = False
+    show_as: str = "busy"
+
+    @property
+    def digest(self) -> str:
+        """A fingerprint of everything we write: unchanged digest, nothing to write."""
+        raw = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def is_live(appointment: Appointment | None) -> bool:
+    return appointment is not None and appointment.status in LIVE_STATUSES
+
+
+def appointment_event(
+    appointment: Appointment, app_url: str, templates: Templates = Templates()
+) -> EventDraft:
+    """The event every assigned staff member gets for a live appointment.
+
+    Times are written in the appointment's own zone (the branch's), so Outlook shows the right
+    instant for a staff member in any zone and keeps it right across a DST change.
+    """
+    values = {
+        "service": ", ".join(s.name for s in appointment.services) or "Appointment",
+        "customer": customer_names(appointment),
+        "location": location_text(appointment.location),
+        "meeting_url": appointment.meeting_url or "",
+        "link": f"{app_url}/appointments/{appointment.id}",
+        "code": appointment.confirmation_code or "",
+    }
+    subject = _templates.from_string(templates.subject).render(values)
+    body = _templates.from_string(templates.body).render(values)
+    where = "Video meeting" if _virtual(appointment) else values["location"]
+    return EventDraft(
+        subject=" ".join(str(subject).split())[:255],
+        body_html=str(body),
+        location=where,
+        start=_wall(appointment.start, appointment.timezone),
+        end=_wall(appointment.end, appointment.timezone),
+        time_zone=appointment.timezone,
+    )
+
+
+def absence_event(absence: Absence) -> EventDraft | None:
+    """The busy event for an away/busy block made in Coconut; None for anything else.
+
+    External absences are the ones this service writes from Exchange: projecting them back
+    would echo an Outlook event into a second Outlook event.
+    """
+    if absence.source != "coconut" or absence.end <= absence.start:
+        return None
+    if absence.all_day:
+        # Graph wants an all-day event to start and end at midnight in the event's own zone.
+        zone = ZoneInfo(absence.timezone)
+        first = absence.start.astimezone(zone).date()
+        last = absence.end.astimezone(zone).date()
+        if absence.end.astimezone(zone).time() != time(0) or last == first:
+            last += timedelta(days=1)
+        start, end = datetime.combine(first, time(0)), datetime.combine(last, time(0))
+        return EventDraft(
+            subject=absence.title or "Busy",
+            body_html="",
+            location="",
+            start=start.isoformat(),
+            end=end.isoformat(),
+            time_zone=absence.timezone,
+            is_all_day=True,
+        )
+    return EventDraft(
+        subject=absence.title or "Busy",
+        body_html="",
+        location="",
+        start=_wall(absence.start, absence.timezone),
+        end=_wall(absence.end, absence.timezone),
+        time_zone=absence.timezone,
+    )
+
+
+def customer_names(appointment: Appointment) -> str:
+    booked = [a for a in appointment.attendees if a.status != "cancelled"]
+    if not booked:
+        return "no customer"
+    if len(booked) > 3:
+        return f"{len(booked)} customers"
+    return ", ".join(f"{a.first_name} {a.last_name}".strip() for a in booked)
+
+
+def location_text(location: Location | None) -> str:
+    if location is None:
+        return ""
+    if location.virtual:
+        return location.name
+    street = ", ".join(p for p in (location.address, location.city) if p)
+    return f"{location.name} ({street})" if street else location.name
+
+
+def _virtual(appointment: Appointment) -> bool:
+    return bool(appointment.location and appointment.location.virtual)
+
+
+def _wall(instant: datetime, zone: str) -> str:
+    return instant.astimezone(ZoneInfo(zone)).replace(tzinfo=None).isoformat(timespec="seconds")
