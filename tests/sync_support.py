@@ -1,0 +1,109 @@
+"""Acting on both sides the way people do, and reading what the emulators hold.
+
+`CoconutAdmin` changes Coconut through its API (the emulator then sends its real signed
+webhooks to the running web app); `mailbox_events` reads a mailbox as the emulator stores it,
+extended properties included, so tests check our events field by field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from core.marks import MARK_PROPERTY_ID
+from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, System, wait_until
+
+API = "/api/v2/b2b"
+
+
+class CoconutAdmin:
+    """A Coconut admin's clicks, as API calls with an all-scopes client token."""
+
+    def __init__(self, system: System) -> None:
+        self.http = system.coconut_http()
+        form = {"grant_type": "client_credentials", "client_id": COCONUT_CLIENT_ID,
+                "client_secret": COCONUT_CLIENT_SECRET}  # fmt: skip
+        token = self.http.post(f"{API}/oauth/token", data=form).raise_for_status().json()
+        self.http.headers["Authorization"] = f"Bearer {token['access_token']}"
+
+    def _send(self, method: str, path: str, kind: str, attrs: dict[str, Any], **extra: Any) -> Any:
+        data: dict[str, Any] = {"type": kind, "attributes": attrs, **extra}
+        if path.rsplit("/", 1)[-1].isdigit():
+            data["id"] = path.rsplit("/", 1)[-1]
+        answer = self.http.request(method, f"{API}{path}", json={"data": data})
+        assert answer.status_code < 300, answer.text
+        return answer.json()["data"]
+
+    def book(self, start: str, staff_id: int, *, client_ids: tuple[int, ...] = (1,),
+             **attrs: Any) -> int:  # fmt: skip
+        attrs = {"start": start, "staff_id": staff_id, "location_id": 1, "service_id": [1],
+                 **attrs}  # fmt: skip
+        rel = {"attendees": {"data": [{"type": "clients", "id": str(c)} for c in client_ids]}}
+        return int(self._send("POST", "/appointments", "appointments", attrs,
+                              relationships=rel)["id"])  # fmt: skip
+
+    def change(self, appointment_id: int, **attrs: Any) -> None:
+        self._send("PATCH", f"/appointments/{appointment_id}", "appointments", attrs)
+
+    def block(self, user_id: int, start: str, end: str, **attrs: Any) -> int:
+        attrs = {"user_id": user_id, "start": start, "end": end, "source": "coconut", **attrs}
+        return int(self._send("POST", "/absences", "absences", attrs)["id"])
+
+    def change_block(self, absence_id: int, **attrs: Any) -> None:
+        self._send("PATCH", f"/absences/{absence_id}", "absences", attrs)
+
+    def delete_block(self, absence_id: int) -> None:
+        self.http.delete(f"{API}/absences/{absence_id}").raise_for_status()
+
+    def change_user(self, user_id: int, **attrs: Any) -> None:
+        self._send("PATCH", f"/users/{user_id}", "users", attrs)
+
+    def appointment(self, appointment_id: int) -> dict[str, Any]:
+        return self.http.get(f"{API}/appointments/{appointment_id}").raise_for_status().json()
+
+
+def user_id(system: System, address: str) -> str:
+    users = system.graph_state()["users"]
+    return next(u["id"] for u in users if u["mail"] == address)
+
+
+def mark_of(event: dict[str, Any]) -> str | None:
+    props = event.get("singleValueExtendedProperties") or []
+    return next((p["value"] for p in props if p["id"].lower() == MARK_PROPERTY_ID.lower()), None)
+
+
+def marked_events(system: System, address: str, mark: str) -> list[dict[str, Any]]:
+    """Every event in the mailbox carrying exactly this mark."""
+    events = system.graph_state()["events"].get(user_id(system, address), [])
+    return [e for e in events if mark_of(e) == mark]
+
+
+def wait_for_events(
+    system: System, address: str, mark: str, count: int, check: Any = None, timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Wait until the mailbox holds `count` events with the mark (and `check(events)` holds)."""
+    found: list[dict[str, Any]] = []
+
+    def ready() -> bool:
+        nonlocal found
+        found = marked_events(system, address, mark)
+        return len(found) == count and (check is None or bool(check(found)))
+
+    try:
+        wait_until(ready, timeout, what=f"{count} event(s) marked {mark} in {address}")
+    except TimeoutError as exc:
+        logs = system.logs()[-4000:]
+        raise AssertionError(f"{exc}; last seen: {found}\n--- logs ---\n{logs}") from None
+    return found
+
+
+def utc(event_time: dict[str, str]) -> datetime:
+    """An event's start or end (the emulator's state renders them in UTC) as aware UTC."""
+    assert event_time["timeZone"] == "UTC", event_time
+    return datetime.fromisoformat(event_time["dateTime"][:19] + "+00:00")
+
+
+def graph(system: System) -> httpx.Client:
+    return system.graph_http()

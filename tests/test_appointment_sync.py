@@ -1,0 +1,226 @@
+"""Coconut appointments and absences appear in Outlook (issue 3), over the real path.
+
+The Coconut emulator sends its real signed webhooks to the web app (gunicorn), a real
+`exsync worker` reads Coconut's API and writes through msgraph-sdk to the Graph emulator, and
+each test reads the mailbox as the emulator stores it, our mark included.
+
+Seed (emulators/coconut/seed.py): staff 1-3 are user1-3@contoso.example (zones Toronto,
+Vancouver, Regina; the Graph mailboxes are in Berlin, London and New York), staff 4 has no
+mailbox; location 1 is Main Street Branch in Toronto, 3 the virtual branch; client 1 is a
+customer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import redis
+from rq import Queue
+
+from tests.harness import COCONUT_WEBHOOK_SECRET, System, wait_until
+from tests.sync_support import CoconutAdmin, marked_events, user_id, utc, wait_for_events
+
+TORONTO = ZoneInfo("America/Toronto")
+GRAPH_USERS = ["--users", "3"]
+
+
+def mark(appointment_id: int, kind: str = "appointment") -> str:
+    return f"exsync:{kind}:{appointment_id}"
+
+
+def local(day: datetime, hour: int, zone: ZoneInfo = TORONTO) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+
+
+def next_weekday(days: int = 7) -> datetime:
+    day = datetime.now(TORONTO) + timedelta(days=days)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
+
+
+@pytest.fixture
+def system(make_system) -> System:  # type: ignore[no-untyped-def]
+    return make_system(workers=1, graph_args=GRAPH_USERS)
+
+
+@pytest.fixture
+def coconut(system: System) -> Iterator[CoconutAdmin]:
+    admin = CoconutAdmin(system)
+    yield admin
+    admin.http.close()
+
+
+def test_a_booking_appears_with_every_field_then_moves_changes_and_goes(
+    system: System, coconut: CoconutAdmin
+) -> None:
+    day = next_weekday()
+    appt = coconut.book(local(day, 10).isoformat(), staff_id=2)  # Vancouver staff, Toronto branch
+
+    (event,) = wait_for_events(system, "user2@contoso.example", mark(appt), 1)
+    assert utc(event["start"]) == local(day, 10).astimezone(UTC)
+    assert utc(event["end"]) == local(day, 11).astimezone(UTC)  # mortgage: 60 minutes
+    assert event["originalStartTimeZone"] == "America/Toronto"
+    assert event["subject"] == "Mortgage consultation with " + customer_name(coconut, appt)
+    assert "Main Street Branch" in event["location"]["displayName"]
+    assert f"/appointments/{appt}" in event["body"]["content"]
+    assert event["attendees"] == []
+    assert event["showAs"] == "busy"
+    assert event["transactionId"]
+
+    coconut.change(appt, start=local(day, 14).isoformat())
+    wait_for_events(
+        system, "user2@contoso.example", mark(appt), 1,
+        check=lambda evs: utc(evs[0]["start"]) == local(day, 14).astimezone(UTC),
+    )  # fmt: skip
+
+    coconut.change(appt, service_id=[2])  # "Open an account", 30 minutes
+    (edited,) = wait_for_events(
+        system, "user2@contoso.example", mark(appt), 1,
+        check=lambda evs: evs[0]["subject"].startswith("Open an account"),
+    )  # fmt: skip
+    assert edited["id"] == event["id"], "an edit updates the event, it does not make a new one"
+
+    coconut.change(appt, status="cancelled")
+    wait_for_events(system, "user2@contoso.example", mark(appt), 0)
+
+
+def customer_name(coconut: CoconutAdmin, appointment_id: int) -> str:
+    doc = coconut.http.get(
+        f"/api/v2/b2b/appointments/{appointment_id}", params={"include": "attendees"}
+    ).json()
+    (attendee,) = [i for i in doc["included"] if i["type"] == "attendees"]
+    return f"{attendee['attributes']['first_name']} {attendee['attributes']['last_name']}"
+
+
+def test_reassigned_and_additional_staff_each_get_one_event(
+    system: System, coconut: CoconutAdmin
+) -> None:
+    day = next_weekday(8)
+    appt = coconut.book(local(day, 9).isoformat(), staff_id=1, additional_staff_id=[3])
+    wait_for_events(system, "user1@contoso.example", mark(appt), 1)
+    wait_for_events(system, "user3@contoso.example", mark(appt), 1)
+
+    coconut.change(appt, staff_id=2)
+    wait_for_events(system, "user2@contoso.example", mark(appt), 1)
+    wait_for_events(system, "user1@contoso.example", mark(appt), 0)
+    assert len(marked_events(system, "user3@contoso.example", mark(appt))) == 1
+
+
+def test_an_appointment_across_the_dst_change_keeps_its_wall_time(
+    system: System, coconut: CoconutAdmin
+) -> None:
+    # Booked in Toronto for the Monday after the next DST switch: 09:00 local either way.
+    switch = next_dst_change(TORONTO)
+    day = switch + timedelta(days=(7 - switch.weekday()) % 7 or 7)
+    appt = coconut.book(local(day, 9).isoformat(), staff_id=1)
+    (event,) = wait_for_events(system, "user1@contoso.example", mark(appt), 1)
+    assert utc(event["start"]) == local(day, 9).astimezone(UTC)
+    before = local(switch - timedelta(days=2), 9)
+    assert local(day, 9).utcoffset() != before.utcoffset(), "the test must straddle the switch"
+
+
+def next_dst_change(zone: ZoneInfo) -> datetime:
+    day = datetime.now(zone).replace(hour=12, minute=0, second=0, microsecond=0)
+    offset = day.utcoffset()
+    while day.utcoffset() == offset:
+        day += timedelta(days=1)
+    return day
+
+
+def test_a_coconut_absence_becomes_a_busy_event_and_external_ones_do_not(
+    system: System, coconut: CoconutAdmin
+) -> None:
+    day = next_weekday(9)
+    block = coconut.block(
+        3, local(day, 12, ZoneInfo("America/Regina")).isoformat(),
+        local(day, 13, ZoneInfo("America/Regina")).isoformat(), title="Branch huddle",
+    )  # fmt: skip
+    (event,) = wait_for_events(system, "user3@contoso.example", mark(block, "absence"), 1)
+    assert event["subject"] == "Branch huddle"
+    assert event["showAs"] == "busy"
+    assert utc(event["start"]) == local(day, 12, ZoneInfo("America/Regina")).astimezone(UTC)
+
+    coconut.change_block(block, title="Branch huddle (moved)")
+    wait_for_events(
+        system, "user3@contoso.example", mark(block, "absence"), 1,
+        check=lambda evs: evs[0]["subject"] == "Branch huddle (moved)",
+    )  # fmt: skip
+    coconut.delete_block(block)
+    wait_for_events(system, "user3@contoso.example", mark(block, "absence"), 0)
+
+
+def test_repeated_and_reordered_deliveries_leave_one_correct_event(
+    system: System, coconut: CoconutAdmin, redis_conn: redis.Redis
+) -> None:
+    day = next_weekday(10)
+    appt = coconut.book(local(day, 11).isoformat(), staff_id=1)
+    wait_for_events(system, "user1@contoso.example", mark(appt), 1)
+    coconut.change(appt, start=local(day, 15).isoformat())
+    wait_for_events(
+        system, "user1@contoso.example", mark(appt), 1,
+        check=lambda evs: utc(evs[0]["start"]) == local(day, 15).astimezone(UTC),
+    )  # fmt: skip
+    # Replay the creation delivery (older state) three times, with fresh delivery ids, after
+    # the reschedule: the job reads Coconut, so the event stays at 15:00.
+    replay = {"type": "appointment.created", "data": {"type": "appointments", "id": str(appt)}}
+    for n in range(3):
+        assert post_signed(system, replay, f"replay-{n}").status_code == 202
+    wait_quiet(redis_conn)
+    (event,) = marked_events(system, "user1@contoso.example", mark(appt))
+    assert utc(event["start"]) == local(day, 15).astimezone(UTC)
+
+
+def post_signed(system: System, payload: dict, delivery_id: str) -> httpx.Response:
+    import json
+
+    from webhooks.coconut_signature import sign
+
+    body = json.dumps(payload).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Coconut-Timestamp": stamp,
+        "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, body),
+        "X-Coconut-Delivery-Id": delivery_id,
+    }
+    return httpx.post(f"{system.web_url}/webhooks/coconut", content=body, headers=headers)
+
+
+def wait_quiet(conn: redis.Redis, timeout: float = 30) -> None:
+    queue = Queue("exsync", connection=conn)
+
+    def quiet() -> bool:
+        return queue.count == 0 and queue.started_job_registry.count == 0
+
+    wait_until(quiet, timeout, what="the queue to drain")
+
+
+def test_a_worker_killed_mid_job_leaves_exactly_one_event(
+    system: System, coconut: CoconutAdmin, redis_conn: redis.Redis
+) -> None:
+    # Graph carries out the create, then answers late: the worker is killed after the event
+    # exists but before it learns the event's id, the worst moment for a duplicate.
+    mailbox = user_id(system, "user1@contoso.example")
+    with system.graph_http() as http:
+        armed = http.post(
+            "/_emulator/faults",
+            json={"kind": "slow_response", "seconds": 30, "mailbox": mailbox, "count": 1},
+        )
+        assert armed.status_code < 300, armed.text
+    day = next_weekday(11)
+    appt = coconut.book(local(day, 10).isoformat(), staff_id=1)
+    wait_for_events(system, "user1@contoso.example", mark(appt), 1)
+    system.kill("worker-0")
+    system.start_worker(0)
+    # The retried job adopts the event by our mark and records it, within about half a minute.
+    key = f"exsync:projection:appointment:{appt}"
+    (projection,) = wait_until(lambda: redis_conn.hvals(key), 90, what="the mapping")
+    (event,) = marked_events(system, "user1@contoso.example", mark(appt))
+    assert utc(event["start"]) == local(day, 10).astimezone(UTC)
+    assert event["id"] in projection.decode(), "the mapping was rebuilt to the one event"
