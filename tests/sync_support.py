@@ -60,6 +60,11 @@ class CoconutAdmin:
     def change_user(self, user_id: int, **attrs: Any) -> None:
         self._send("PATCH", f"/users/{user_id}", "users", attrs)
 
+    def unassign(self, user_id: int) -> None:
+        """Take away every location and service: the staff member no longer takes appointments."""
+        rel = {"assignments": {"data": []}}
+        self._send("PATCH", f"/users/{user_id}", "users", {}, relationships=rel)
+
     def appointment(self, appointment_id: int) -> dict[str, Any]:
         return self.http.get(f"{API}/appointments/{appointment_id}").raise_for_status().json()
 

@@ -12,6 +12,7 @@ customer.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from rq import Queue
 
 from tests.harness import COCONUT_WEBHOOK_SECRET, System, wait_until
 from tests.sync_support import CoconutAdmin, marked_events, user_id, utc, wait_for_events
+from webhooks.coconut_signature import sign
 
 TORONTO = ZoneInfo("America/Toronto")
 GRAPH_USERS = ["--users", "3"]
@@ -177,10 +179,6 @@ def test_repeated_and_reordered_deliveries_leave_one_correct_event(
 
 
 def post_signed(system: System, payload: dict, delivery_id: str) -> httpx.Response:
-    import json
-
-    from webhooks.coconut_signature import sign
-
     body = json.dumps(payload).encode()
     stamp = str(int(time.time()))
     headers = {
@@ -224,3 +222,84 @@ def test_a_worker_killed_mid_job_leaves_exactly_one_event(
     (event,) = marked_events(system, "user1@contoso.example", mark(appt))
     assert utc(event["start"]) == local(day, 10).astimezone(UTC)
     assert event["id"] in projection.decode(), "the mapping was rebuilt to the one event"
+
+
+def test_graph_throttling_delays_the_event_without_a_failure(
+    system: System, coconut: CoconutAdmin, redis_conn: redis.Redis
+) -> None:
+    mailbox = user_id(system, "user1@contoso.example")
+    with system.graph_http() as http:
+        armed = http.post(
+            "/_emulator/faults",
+            json={"kind": "throttle", "retry_after": 2, "mailbox": mailbox, "count": 3},
+        )
+        assert armed.status_code < 300, armed.text
+    started = time.monotonic()
+    appt = coconut.book(local(next_weekday(12), 13).isoformat(), staff_id=1)
+    wait_for_events(system, "user1@contoso.example", mark(appt), 1)
+    assert time.monotonic() - started >= 4, "the worker waited as Retry-After asked"
+    assert Queue("exsync", connection=redis_conn).failed_job_registry.count == 0
+    with system.graph_http() as http:
+        assert http.get("/_emulator/state").json()["counters"]["throttled"] >= 3
+
+
+def test_refused_deliveries_enqueue_nothing_and_change_nothing(
+    system: System, redis_conn: redis.Redis
+) -> None:
+    before = system.graph_state()["events"]
+    payload = {"type": "appointment.created", "data": {"type": "appointments", "id": "1"}}
+    body = json.dumps(payload).encode()
+    now = int(time.time())
+
+    def post(body: bytes, stamp: int, signature: str | None = None, **headers: str):  # type: ignore[no-untyped-def]
+        sent = {
+            "Content-Type": "application/json",
+            "X-Coconut-Timestamp": str(stamp),
+            "X-Coconut-Signature": signature or sign(COCONUT_WEBHOOK_SECRET, str(stamp), body),
+            "X-Coconut-Delivery-Id": f"d-{time.monotonic_ns()}",
+            **headers,
+        }
+        return httpx.post(f"{system.web_url}/webhooks/coconut", content=body, headers=sent)
+
+    bad_signature = post(body, now, signature="v1=" + "0" * 64)
+    stale = post(body, now - 600)
+    future = post(body, now + 600)
+    malformed = post(b'{"type": "appointment.created", "data": ', now)
+    unknown = post(json.dumps({"type": "appointment.exploded", "data": {}}).encode(), now)
+    oversize = post(b'{"pad": "' + b"x" * 2_000_000 + b'"}', now)
+    assert bad_signature.status_code == 401 and "signature" in bad_signature.json()["reason"]
+    assert stale.status_code == 401 and future.status_code == 401
+    assert malformed.status_code == 400 and "JSON" in malformed.json()["reason"]
+    assert unknown.status_code == 400 and "unknown event type" in unknown.json()["reason"]
+    assert oversize.status_code == 413
+    queue = Queue("exsync", connection=redis_conn)
+    assert queue.count == 0 and not redis_conn.keys("exsync:dirty:*")
+    time.sleep(1)
+    assert system.graph_state()["events"] == before
+
+
+def test_staff_who_stop_taking_appointments_lose_their_projections_with_a_warning(
+    system: System, coconut: CoconutAdmin, redis_conn: redis.Redis
+) -> None:
+    appt = coconut.book(local(next_weekday(13), 10).isoformat(), staff_id=3)
+    wait_for_events(system, "user3@contoso.example", mark(appt), 1)
+    coconut.unassign(3)
+    wait_for_events(system, "user3@contoso.example", mark(appt), 0)
+    warning = redis_conn.hget("exsync:staff:3", "warning")
+    assert warning and b"no longer takes appointments" in warning
+
+
+def test_a_mailbox_exchange_refuses_is_that_staff_members_error(
+    system: System, coconut: CoconutAdmin, redis_conn: redis.Redis
+) -> None:
+    mailbox = user_id(system, "user2@contoso.example")
+    with system.graph_http() as http:
+        armed = http.post("/_emulator/faults", json={"kind": "forbidden", "mailbox": mailbox})
+        assert armed.status_code < 300, armed.text
+    appt = coconut.book(
+        local(next_weekday(14), 10).isoformat(), staff_id=2, additional_staff_id=[1]
+    )
+    wait_for_events(system, "user1@contoso.example", mark(appt), 1)
+    error = wait_until(lambda: redis_conn.hget("exsync:staff:2", "error"), 30, what="the error")
+    assert b"Exchange refused access to this mailbox (403)" in error
+    assert marked_events(system, "user2@contoso.example", mark(appt)) == []

@@ -107,11 +107,12 @@ async def _call(ctx: WorkerContext, mailbox: str, request):  # type: ignore[no-u
         return await ctx.gate.call(mailbox, request)
     except ODataError as exc:
         if exc.response_status_code == 403:
-            raise MailboxRefused(_reason(exc)) from None
+            raise MailboxRefused(refusal(exc)) from None
         raise
 
 
-def _reason(exc: ODataError) -> str:
+def refusal(exc: ODataError) -> str:
+    """A 403 in plain words, for the staff member's row on the User Accounts view."""
     message = exc.error.message if exc.error and exc.error.message else "access denied"
     return f"Exchange refused access to this mailbox (403): {message}"
 

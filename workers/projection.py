@@ -33,7 +33,9 @@ DEFAULT_BODY = """\
 <p><i>Managed by Coconut: change or cancel this appointment in Coconut, not here.</i></p>
 """
 
-_templates = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+# The body is HTML, so values are escaped there; the subject is plain text and is not.
+_html = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+_text = Environment(autoescape=False, undefined=StrictUndefined)
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,8 @@ def appointment_event(
         "link": f"{app_url}/appointments/{appointment.id}",
         "code": appointment.confirmation_code or "",
     }
-    subject = _templates.from_string(templates.subject).render(values)
-    body = _templates.from_string(templates.body).render(values)
+    subject = _text.from_string(templates.subject).render(values)
+    body = _html.from_string(templates.body).render(values)
     where = "Video meeting" if _virtual(appointment) else values["location"]
     return EventDraft(
         subject=" ".join(str(subject).split())[:255],
