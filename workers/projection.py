@@ -35,7 +35,7 @@ DEFAULT_BODY = """\
 
 # The body is HTML, so values are escaped there; the subject is plain text and is not.
 _html = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
-_text = Environment(autoescape=False, undefined=StrictUndefined)
+_text = Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S701 (plain text)
 
 
 @dataclass(frozen=True)
