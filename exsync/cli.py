@@ -110,6 +110,33 @@ def demo(host: str, port: int) -> None:
     sys.exit(run_demo(host, port))
 
 
+@main.command("initial-sync")
+@click.option("--status", "status_only", is_flag=True, help="Only show progress.")
+def initial_sync(status_only: bool) -> None:
+    """Queue the initial sync (every staff member, both ways) and show its progress."""
+    from rq import Queue
+
+    from core import jobs
+    from workers.initial_sync import progress
+
+    settings = _settings()
+    conn = store.connect(settings.redis_url)
+    try:
+        if not status_only:
+            queue = Queue(settings.queue_name, connection=conn)
+            jobs.ensure_queued(
+                queue, "workers.initial_sync.run_initial_sync", "initial_sync", "exchange"
+            )
+            click.echo("initial sync queued")
+        now = progress(conn)
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo(f"state: {now.state}   items done: {now.done}/{now.total}")
+    for user in now.users:
+        click.echo(f"  {user.address or user.staff_id:40} {user.done}/{user.total}")
+
+
 @main.group()
 def failed() -> None:
     """Jobs that exhausted their retries."""

@@ -1,0 +1,83 @@
+"""The initial sync: every existing upcoming appointment and Coconut absence reaches Outlook once,
+and running it again (a resumed crash, a second Authorize) doubles nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import redis
+
+from tests.harness import System, wait_until
+from tests.sync_support import CoconutAdmin, mark_of
+
+
+def projected(system: System) -> Counter[tuple[str, str]]:
+    """(mailbox address, mark) -> how many events carry it."""
+    state = system.graph_state()
+    address = {u["id"]: u["mail"] for u in state["users"]}
+    return Counter(
+        (address[uid], mark_of(e))
+        for uid, events in state["events"].items()
+        for e in events
+        if mark_of(e)
+    )
+
+
+def expected(system: System) -> set[tuple[str, str]]:
+    """What Coconut says should be in Outlook: live appointments per assigned staff member with a
+    mailbox, and Coconut-made absences."""
+    coconut = CoconutAdmin(system)
+    get = coconut.http.get
+    try:
+        staff = {
+            int(u["id"]): u["attributes"]["email"]
+            for u in coconut.http.get("/api/v2/b2b/users").json()["data"]
+            if u["attributes"]["takes_appointments"]
+            and u["attributes"]["email"] != "nomailbox@contoso.example"
+        }
+        wanted = set()
+        for a in get("/api/v2/b2b/appointments", params={"limit": 100}).json()["data"]:
+            attrs = a["attributes"]
+            if attrs["status"] == "cancelled":
+                continue
+            for sid in [attrs["staff_id"], *(attrs.get("additional_staff_id") or [])]:
+                if sid in staff:
+                    wanted.add((staff[sid], f"exsync:appointment:{a['id']}"))
+        for b in coconut.http.get(
+            "/api/v2/b2b/absences", params={"filter[source]": "coconut"}
+        ).json()["data"]:
+            wanted.add((staff[b["attributes"]["user_id"]], f"exsync:absence:{b['id']}"))
+        return wanted
+    finally:
+        coconut.http.close()
+
+
+def run_cli(system: System, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "exsync.cli", *args], env=system.env, capture_output=True,
+        text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+def test_initial_sync_projects_everything_once_and_a_rerun_doubles_nothing(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = make_system(workers=2, graph_args=["--users", "3"])
+    want = expected(system)
+    assert len(want) >= 8, want  # the seed books a few per staff member
+
+    assert "initial sync queued" in run_cli(system, "initial-sync")
+    wait_until(lambda: set(projected(system)) >= want, 60, what="every item projected")
+    assert run_cli(system, "initial-sync")
+    wait_until(
+        lambda: not redis_conn.keys("exsync:dirty:appointment:*"), 60, what="the rerun to finish"
+    )
+    counts = projected(system)
+    assert set(counts) == want
+    assert set(counts.values()) == {1}, "nothing doubled"
+    status = run_cli(system, "initial-sync", "--status")
+    assert "user1@contoso.example" in status

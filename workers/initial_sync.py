@@ -1,0 +1,134 @@
+"""The initial sync after Authorize: everything that already exists is created on the other side.
+
+For every Coconut staff member who takes appointments and has a mailbox, it queues the same
+coalesced jobs the webhooks queue: each upcoming appointment and Coconut absence into Outlook,
+the mailbox's delta round into Coconut busy time. Nothing here writes anywhere itself, so a
+crash loses nothing (RQ retries this job, and a staff member already listed is skipped) and
+nothing doubles (the jobs are idempotent and coalesced per item).
+
+Progress is read, not counted: an item is done when its dirty flag is cleared, which only a
+completed round does (core.jobs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import redis
+from rq import get_current_job
+
+from core import jobs, store
+from workers import directory
+from workers.appointments import SYNC_ABSENCE, SYNC_APPOINTMENT
+from workers.context import context
+
+log = logging.getLogger(__name__)
+
+SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
+RUN_KEY = store.key("initial_sync")
+
+
+def user_key(staff_id: str) -> str:
+    return store.key("initial_sync", "user", staff_id)
+
+
+def items_key(staff_id: str) -> str:
+    return store.key("initial_sync", "items", staff_id)
+
+
+def run_initial_sync(connection_name: str = "exchange") -> int:
+    """Queue every staff member's existing items (coalesced like every job: a second Authorize
+    while one runs earns one more pass, not two at once)."""
+    ctx = context()
+    return jobs.run_coalesced(
+        ctx.redis, "initial_sync", connection_name, lambda _: _queue_everything(connection_name)
+    )
+
+
+def _queue_everything(connection_name: str) -> int:
+    ctx = context()
+    _start_or_resume(ctx.redis)
+    since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
+    covered = directory.staff_mailboxes(ctx)
+    ctx.redis.hset(RUN_KEY, "staff", ",".join(str(staff.id) for staff, _ in covered))
+    for staff, mailbox in covered:
+        staff_id = str(staff.id)
+        if ctx.redis.hget(user_key(staff_id), "listed"):
+            continue  # a resumed run: this staff member's items are queued already
+        items = [("mailbox", mailbox.user_id, SYNC_MAILBOX)]
+        items += [
+            ("appointment", str(a.id), SYNC_APPOINTMENT)
+            for a in ctx.coconut.appointments(user=staff.id, start_after=since)
+        ]
+        items += [
+            ("absence", str(a.id), SYNC_ABSENCE)
+            for a in ctx.coconut.absences(user=staff.id, source="coconut")
+        ]
+        for kind, item, func in items:
+            jobs.ensure_queued(ctx.queue, func, kind, item)
+        pipe = ctx.redis.pipeline()
+        pipe.delete(items_key(staff_id))
+        pipe.sadd(items_key(staff_id), *(f"{kind}:{item}" for kind, item, _ in items))
+        pipe.hset(
+            user_key(staff_id),
+            mapping={"listed": 1, "address": mailbox.address, "mailbox": mailbox.user_id},
+        )
+        pipe.execute()
+    ctx.redis.hset(RUN_KEY, mapping={"state": "queued", "queued_at": int(time.time())})
+    log.info("initial_sync.queued", extra={"connection": connection_name, "staff": len(covered)})
+    return len(covered)
+
+
+def _start_or_resume(conn: redis.Redis) -> None:
+    """A retry of the same job resumes; a new Authorize starts over."""
+    job = get_current_job()
+    run_id = f"{job.id}@{job.created_at.timestamp()}" if job and job.created_at else "manual"
+    if (conn.hget(RUN_KEY, "run_id") or b"").decode() != run_id:
+        for staff_id in filter(None, (conn.hget(RUN_KEY, "staff") or b"").decode().split(",")):
+            conn.delete(user_key(staff_id), items_key(staff_id))
+        conn.delete(RUN_KEY)
+    conn.hset(
+        RUN_KEY, mapping={"state": "running", "run_id": run_id, "started_at": int(time.time())}
+    )
+
+
+@dataclass(frozen=True)
+class UserProgress:
+    staff_id: str
+    address: str
+    total: int
+    done: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: str  # not_started | running | queued | done
+    users: list[UserProgress]
+
+    @property
+    def total(self) -> int:
+        return sum(u.total for u in self.users)
+
+    @property
+    def done(self) -> int:
+        return sum(u.done for u in self.users)
+
+
+def progress(conn: redis.Redis) -> Progress:
+    """Per staff member and overall: how many of the queued items have completed a round."""
+    run = {k.decode(): v.decode() for k, v in conn.hgetall(RUN_KEY).items()}
+    if not run:
+        return Progress("not_started", [])
+    users = []
+    for staff_id in filter(None, run.get("staff", "").split(",")):
+        members = [m.decode() for m in conn.smembers(items_key(staff_id))]
+        pending = sum(conn.exists(store.dirty_key(*m.split(":", 1))) for m in members)
+        address = (conn.hget(user_key(staff_id), "address") or b"").decode()
+        users.append(UserProgress(staff_id, address, len(members), len(members) - pending))
+    state = run["state"]
+    if state == "queued" and all(u.done == u.total for u in users):
+        state = "done"
+    return Progress(state, users)
