@@ -23,7 +23,9 @@ import click
 import httpx
 import redis
 from cryptography.fernet import Fernet
+from rq import Queue
 
+from core import jobs
 from exsync.admin_users import add_user
 from exsync.processes import Process, ProcessExited, wait_until
 
@@ -32,6 +34,7 @@ GRAPH_APP = ("exsync-demo-app", "exsync-demo-secret")
 COCONUT_APP = ("exsync-demo", "coconut-demo-secret")
 WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"  # noqa: S105 - demo only
 ADMIN_EMAIL = "admin@demo.example"
+INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 
 
 def run_demo(host: str, port: int) -> int:
@@ -79,7 +82,11 @@ def run_demo(host: str, port: int) -> int:
         return 1
 
     admin_password = secrets.token_urlsafe(12)
-    add_user(redis.Redis.from_url(redis_url), ADMIN_EMAIL, admin_password)
+    conn = redis.Redis.from_url(redis_url)
+    add_user(conn, ADMIN_EMAIL, admin_password)
+    # The demo's Graph app comes from the environment, already consented: sync what exists now,
+    # as Authorize does on a real connection.
+    jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync", "exchange")
     _print_started(redis_note, web_url, graph_url, coconut_url, workdir)
     click.echo(f"  {'admin sign-in':<17} {web_url}/admin  as {ADMIN_EMAIL} / {admin_password}")
     click.echo("Press Ctrl-C to stop.")
