@@ -46,20 +46,34 @@ def job_id(kind: str, item: str, suffix: str = "") -> str:
     return f"{kind}-{item}{suffix}"
 
 
+class JobPolicy:
+    """Retries and timeout of every queued job: EXSYNC_JOB_RETRIES and EXSYNC_JOB_TIMEOUT, set
+    once per process by `configure` (the web app and every command do)."""
+
+    retries: int = len(RETRY_INTERVALS)
+    timeout: int = 300
+
+
+def configure(retries: int, timeout: int) -> None:
+    JobPolicy.retries, JobPolicy.timeout = retries, timeout
+
+
 def ensure_queued(
     queue: Queue,
     func: str,
     kind: str,
     item: str,
     *,
-    retries: int = len(RETRY_INTERVALS),
-    timeout: int = 300,
+    retries: int | None = None,
+    timeout: int | None = None,
 ) -> str:
     """Mark the item dirty and make sure a job will read it after now. Returns the job id used.
 
     `func` is a dotted path so that the web process never imports the workers (and with them the
     Graph and Coconut clients). Raises redis.ConnectionError when Redis is down.
     """
+    retries = JobPolicy.retries if retries is None else retries
+    timeout = max(JobPolicy.timeout, timeout or 0)
     conn = queue.connection
     conn.incr(store.dirty_key(kind, item))
     for suffix in ("", "-followup"):

@@ -13,7 +13,7 @@ import tempfile
 import click
 import redis
 
-from core import logs, store
+from core import jobs, logs, store
 from core.settings import Settings, SettingsError, load_settings
 
 EXIT_PROBLEM = 1
@@ -28,6 +28,7 @@ def _settings(*required: str) -> Settings:
         click.echo(f"exsync: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     logs.configure(settings.log_level, settings.log_format)
+    jobs.configure(settings.job_retries, settings.job_timeout)
     return settings
 
 
@@ -116,7 +117,6 @@ def initial_sync(status_only: bool) -> None:
     """Queue the initial sync (every staff member, both ways) and show its progress."""
     from rq import Queue
 
-    from core import jobs
     from workers.initial_sync import progress
 
     settings = _settings()

@@ -13,6 +13,8 @@ customer.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -303,3 +305,36 @@ def test_a_mailbox_exchange_refuses_is_that_staff_members_error(
     error = wait_until(lambda: redis_conn.hget("exsync:staff:2", "error"), 30, what="the error")
     assert b"Exchange refused access to this mailbox (403)" in error
     assert marked_events(system, "user2@contoso.example", mark(appt)) == []
+
+
+def test_a_job_that_exhausts_its_retries_is_listed_with_its_reason_and_can_be_requeued(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = make_system(graph_args=GRAPH_USERS, settings={"EXSYNC_JOB_RETRIES": "1"})
+    with system.coconut_http() as http:
+        armed = http.post("/_emulator/faults/api_error", json={"status": 500, "count": 50})
+        assert armed.status_code < 300, armed.text
+    replay = {"type": "appointment.updated", "data": {"type": "appointments", "id": "1"}}
+    assert post_signed(system, replay, "fails-1").status_code == 202
+    failed = Queue("exsync", connection=redis_conn).failed_job_registry
+    wait_until(lambda: failed.count == 1, 60, what="the job in the failed registry")
+
+    listing = cli(system, "failed", "list")
+    assert "appointment-1\tworkers.appointments.sync_appointment" in listing
+    assert "500" in listing, listing
+
+    with system.coconut_http() as http:
+        http.delete("/_emulator/faults").raise_for_status()
+    assert "requeued appointment-1" in cli(system, "failed", "requeue", "--all")
+    wait_for_events(system, "user1@contoso.example", mark(1), 1)
+    assert failed.count == 0
+
+
+def cli(system: System, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "exsync.cli", *args], env=system.env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -7,7 +7,7 @@ from flask import Flask, jsonify
 from rq import Queue
 from werkzeug.exceptions import HTTPException
 
-from core import store
+from core import jobs, store
 from core.settings import Settings, load_settings
 from webhooks import admin, coconut, graph, health, metrics
 
@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    jobs.configure(settings.job_retries, settings.job_timeout)
     conn = store.connect(settings.redis_url)
     app.extensions["exsync"] = Services(settings, conn, Queue(settings.queue_name, connection=conn))
     app.register_blueprint(coconut.bp)
