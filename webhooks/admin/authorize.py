@@ -13,7 +13,6 @@ Microsoft authorizes the wrong account without asking.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import warnings
@@ -21,21 +20,14 @@ from dataclasses import dataclass
 
 import msal
 import redis
-import requests
 
-from core import connection, store
+from core import connection, entra, store
 from core.connection import Connection
 from core.secrets import SecretBox
 from webhooks.admin.aadsts import Explanation, explain
 
 log = logging.getLogger(__name__)
 FLOW_SECONDS = 600
-HTTP_TIMEOUT = 15
-MICROSOFT_GRAPH_RESOURCE = "https://graph.microsoft.com/"
-# Delegated mode reads and writes the calendars shared with the service account; User.Read
-# names the account. In impersonation mode the sign-in only proves who the service account is.
-DELEGATED_SCOPES = ["Calendars.ReadWrite.Shared", "User.Read"]
-APP_ONLY_SCOPES = ["User.Read"]
 
 
 class SignInFailed(Exception):
@@ -67,31 +59,12 @@ def _flow_key(state: str) -> str:
     return store.key("admin", "authflow", state)
 
 
-def scopes(config: Connection) -> list[str]:
-    endpoint = config.endpoint()
-    # The emulator answers for graph.microsoft.com's resource, as core.graph assumes.
-    resource = (
-        endpoint.scope.removesuffix(".default")
-        if endpoint.is_microsoft
-        else MICROSOFT_GRAPH_RESOURCE
-    )
-    names = APP_ONLY_SCOPES if config.impersonation else DELEGATED_SCOPES
-    return [resource + name for name in names]
-
-
 def msal_app(
     config: Connection, client_secret: str, ca_file: str | None
 ) -> msal.ConfidentialClientApplication:
     """MSAL against the configured tenant; raises SignInFailed when the tenant is unknown."""
-    endpoint = config.endpoint(ca_file)
     try:
-        return msal.ConfidentialClientApplication(
-            config.client_id,
-            client_credential=client_secret,
-            authority=config.tenant_authority,
-            instance_discovery=endpoint.is_microsoft,
-            http_client=_http_client(ca_file),
-        )
+        return entra.confidential_app(config, client_secret, ca_file)
     except ValueError:
         # MSAL reads the tenant's OpenID configuration first; an unknown tenant fails there.
         raise SignInFailed(explain("invalid_tenant", "AADSTS90002")) from None
@@ -105,19 +78,6 @@ def msal_app(
             ),
             type(exc).__name__,
         ) from None
-
-
-def _http_client(ca_file: str | None) -> requests.Session:
-    """MSAL's HTTP session, trusting only the given CA when one is named.
-
-    requests lets REQUESTS_CA_BUNDLE (set on many hosts) override a session's `verify`, so the
-    CA and the timeout are bound to every request rather than set on the session."""
-    session = requests.Session()
-    session.mount("https://", requests.adapters.HTTPAdapter(max_retries=1))
-    session.request = functools.partial(  # type: ignore[method-assign]
-        session.request, verify=ca_file or True, timeout=HTTP_TIMEOUT
-    )
-    return session
 
 
 def start(
@@ -137,7 +97,7 @@ def start(
         # code in it is single-use and bound to this flow's PKCE verifier.
         warnings.filterwarnings("ignore", message="response_mode='form_post'", module="msal")
         flow = app.initiate_auth_code_flow(
-            scopes(config),
+            entra.scopes(config),
             redirect_uri=redirect_uri,
             login_hint=config.service_account,
             prompt="select_account",
