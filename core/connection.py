@@ -23,6 +23,9 @@ from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 from core.secrets import SecretBox
 
 CONNECTION_KEY = store.key("connection")
+# The service account's cached access token (core.delegated); dropped whenever who signs in or
+# where changes, so no worker keeps acting as the previous account.
+DELEGATED_TOKEN_KEY = store.key("delegated", "access_token")
 
 
 class Status(StrEnum):
@@ -145,6 +148,7 @@ def save_configuration(
     pipe.hset(CONNECTION_KEY, mapping=mapping)
     if relogin:
         pipe.hdel(CONNECTION_KEY, "refresh_token")
+        pipe.delete(DELEGATED_TOKEN_KEY)
     pipe.execute()
     return load(conn)
 
@@ -166,6 +170,7 @@ def store_refresh_token(conn: redis.Redis, box: SecretBox, token: str) -> None:
 
 
 def mark_connected(conn: redis.Redis, box: SecretBox, token: str, account: str) -> None:
+    conn.delete(DELEGATED_TOKEN_KEY)
     conn.hset(
         CONNECTION_KEY,
         mapping={
@@ -182,4 +187,5 @@ def mark_reauthorize(conn: redis.Redis) -> None:
     pipe = conn.pipeline()
     pipe.hset(CONNECTION_KEY, "status", Status.REAUTHORIZE)
     pipe.hdel(CONNECTION_KEY, "refresh_token")
+    pipe.delete(DELEGATED_TOKEN_KEY)
     pipe.execute()

@@ -8,27 +8,37 @@ workers.runner). Jobs take ids, call `context()` and read current state themselv
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from functools import cached_property
 from typing import Any, TypeVar
 
 import redis
+from azure.core.credentials import TokenCredential
 from msgraph import GraphServiceClient
 from rq import Queue
 
 from core import connection, store
 from core.coconut import CoconutClient
+from core.delegated import DelegatedCredential
 from core.graph import app_credential, graph_client
+from core.secrets import SecretBox
 from core.settings import Settings, load_settings
 from core.throttle import MailboxGate
 
 T = TypeVar("T")
+ACCESS_CHECK_SECONDS = 5
+_ACCESS_FIELDS = ("status", "connected_at", "impersonation", "graph_url", "authority", "client_id")
+_AUTHORIZED = {connection.Status.CONNECTED, connection.Status.REAUTHORIZE}
 
 
 class WorkerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
+        self._graph: GraphServiceClient | None = None
+        self._graph_access: list[bytes | None] = []
+        self._graph_checked = 0.0
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -38,9 +48,33 @@ class WorkerContext:
     def queue(self) -> Queue:
         return Queue(self.settings.queue_name, connection=self.redis)
 
-    @cached_property
+    @property
     def graph(self) -> GraphServiceClient:
+        """The Graph client for the current connection, rebuilt when the admin changes it."""
+        now = time.monotonic()
+        if self._graph is None or now >= self._graph_checked + ACCESS_CHECK_SECONDS:
+            self._graph_checked = now
+            access = self.redis.hmget(connection.CONNECTION_KEY, *_ACCESS_FIELDS)
+            if self._graph is None or access != self._graph_access:
+                self._graph, self._graph_access = self._build_graph(), access
+        return self._graph
+
+    def _build_graph(self) -> GraphServiceClient:
+        """The admin's connection once Authorize succeeded (app-only or the service account's
+        delegated token), else the environment's app registration."""
         s = self.settings
+        stored = connection.load(self.redis)
+        if stored.status in _AUTHORIZED and s.secret_key:
+            box = SecretBox(s.secret_key)
+            endpoint = stored.endpoint(s.graph_ca_file)
+            if stored.impersonation:
+                secret = connection.client_secret(self.redis, box)
+                credential: TokenCredential = app_credential(
+                    endpoint, stored.tenant_id, stored.client_id, secret
+                )
+            else:
+                credential = DelegatedCredential(self.redis, box, s.graph_ca_file)
+            return graph_client(endpoint, credential)
         credential = app_credential(s.graph_endpoint, s.tenant_id, s.client_id, s.client_secret)
         return graph_client(s.graph_endpoint, credential)
 
