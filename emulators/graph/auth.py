@@ -125,6 +125,13 @@ class Tokens:
             self._refresh[value] = (client_id, user_id, scope)
         return value
 
+    def revoke_refresh(self) -> int:
+        """Every refresh token dies (a revoked sign-in session or a changed password)."""
+        with self._lock:
+            count = len(self._refresh)
+            self._refresh.clear()
+        return count
+
     def refresh_owner(self, value: str) -> tuple[str, str, str] | None:
         with self._lock:
             return self._refresh.get(value)
@@ -302,8 +309,10 @@ def token(tenant: str) -> Response:
         owner = _tokens().refresh_owner(form.get("refresh_token", ""))
         if owner is None or owner[0] != settings.client_id:
             return _oauth_error(
-                400, "invalid_grant", 70000, "Provided grant is invalid or malformed."
-            )
+                400, "invalid_grant", 50173, "The provided grant has expired due to it being "
+                "revoked, a fresh auth token is needed. The user might have changed or reset "
+                "their password.",
+            )  # fmt: skip
         return _delegated(tenant, owner[1], owner[2], None)
     return _oauth_error(
         400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type "

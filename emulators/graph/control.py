@@ -177,3 +177,11 @@ def expire_tokens() -> Response:
     tokens: Tokens = _ext("graph_tokens")
     tokens.expire_all()
     return Response(status=204)
+
+
+@bp.post("/tokens/revoke")
+def revoke_refresh_tokens() -> Response:
+    """Refresh tokens stop working, as after "revoke sessions" in Entra: the next redemption
+    gets invalid_grant (AADSTS50173)."""
+    tokens: Tokens = _ext("graph_tokens")
+    return jsonify({"revoked": tokens.revoke_refresh()})  # type: ignore[return-value]
