@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     sync_past_days: int = Field(7, ge=0, le=365)
     sync_future_days: int = Field(180, ge=1, le=730)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Exchange allows 4 concurrent requests per app and mailbox; lower it to leave room for
+    # another application using the same app registration.
+    graph_mailbox_concurrency: int = Field(4, ge=1, le=4)
     job_timeout: int = Field(300, ge=10)
     job_retries: int = Field(5, ge=0, le=25)
 

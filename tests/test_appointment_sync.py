@@ -338,3 +338,47 @@ def cli(system: System, *args: str) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_many_workers_never_exceed_the_mailbox_concurrency_limit(
+    make_system,  # type: ignore[no-untyped-def]
+) -> None:
+    # Exchange (here: the emulator, told to allow 2) answers 429 MailboxConcurrency past the
+    # limit; four workers writing to one mailbox share 2 slots through Redis and never hit it.
+    system = make_system(
+        workers=4,
+        graph_args=[*GRAPH_USERS, "--max-concurrency", "2"],
+        settings={"EXSYNC_GRAPH_MAILBOX_CONCURRENCY": "2"},
+    )
+    coconut = CoconutAdmin(system)
+    day = next_weekday(16)
+    booked = [coconut.book(local(day, 8 + n).isoformat(), staff_id=1) for n in range(10)]
+    for appt in booked:
+        wait_for_events(system, "user1@contoso.example", mark(appt), 1, timeout=60)
+    assert system.graph_state()["counters"]["throttled"] == 0
+    coconut.http.close()
+
+
+def test_duplicated_and_reordered_webhooks_converge_on_coconuts_state(
+    make_system,  # type: ignore[no-untyped-def]
+) -> None:
+    system = make_system(graph_args=GRAPH_USERS)
+    with system.coconut_http() as http:
+        reorder = {"count": 2, "batch": 2, "hold_seconds": 3}
+        http.post("/_emulator/faults/delivery_duplicate", json={"count": 4}).raise_for_status()
+        http.post("/_emulator/faults/delivery_reorder", json=reorder).raise_for_status()
+    coconut = CoconutAdmin(system)
+    day = next_weekday(17)
+    appt = coconut.book(local(day, 9).isoformat(), staff_id=1)
+    coconut.change(appt, start=local(day, 16).isoformat())
+    wait_for_events(
+        system, "user1@contoso.example", mark(appt), 1,
+        check=lambda evs: utc(evs[0]["start"]) == local(day, 16).astimezone(UTC),
+    )  # fmt: skip
+    time.sleep(4)  # every held and duplicated delivery has arrived by now
+    deliveries = [d for hook in system.coconut_state()["webhooks"] for d in hook["deliveries"]]
+    applied = {fault for d in deliveries for fault in d["faults"]}
+    assert {"duplicate", "reorder"} <= applied, applied
+    (event,) = marked_events(system, "user1@contoso.example", mark(appt))
+    assert utc(event["start"]) == local(day, 16).astimezone(UTC)
+    coconut.http.close()

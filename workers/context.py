@@ -87,7 +87,8 @@ class WorkerContext:
 
     @cached_property
     def gate(self) -> MailboxGate:
-        return MailboxGate(self.redis, self.settings.client_id or "app")
+        s = self.settings
+        return MailboxGate(self.redis, s.client_id or "app", s.graph_mailbox_concurrency)
 
     @cached_property
     def coconut(self) -> CoconutClient:
