@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime
 
 import redis
 from prometheus_client import Counter, Histogram
@@ -40,9 +39,7 @@ JOB_SECONDS = Histogram(
     ["job", "result"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-GRAPH_CALLS = Counter(
-    "exsync_graph_requests", "Graph requests made, by answer status.", ["status"]
-)
+GRAPH_CALLS = Counter("exsync_graph_requests", "Graph requests made, by answer status.", ["status"])
 THROTTLE_WAIT = Counter(
     "exsync_throttle_wait_seconds",
     "Time spent waiting on Graph throttling (Retry-After and the per-mailbox slots).",
@@ -105,7 +102,7 @@ class StateCollector(Collector):
             raw = self.conn.hget(key, "expires_at")
             if not raw:
                 continue
-            left = _epoch(raw.decode()) - now
+            left = store.epoch(raw.decode()) - now
             soonest = left if soonest is None else min(soonest, left)
             states["expired" if left <= 0 else "expiring" if left < 86_400 else "active"] += 1
         for state, count in states.items():
@@ -115,10 +112,3 @@ class StateCollector(Collector):
             expiry.add_metric([], soonest)
         yield expiry
 
-
-def _epoch(value: str) -> float:
-    """`expires_at` as stored: epoch seconds or an ISO-8601 instant with an offset."""
-    try:
-        return float(value)
-    except ValueError:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

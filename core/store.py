@@ -15,6 +15,8 @@ the whole layout in one place:
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import redis
 
 PREFIX = "exsync"
@@ -61,6 +63,14 @@ def appointment_key(appointment_id: str) -> str:
 
 def block_key(user_id: str) -> str:
     return key("block", user_id)
+
+
+def epoch(value: str) -> float:
+    """A stored instant (`expires_at` and the like): epoch seconds or ISO-8601 with an offset."""
+    try:
+        return float(value)
+    except ValueError:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def first_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400) -> bool:

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from collections import Counter
 
+import httpx
 import redis
 
+from exsync.admin_users import add_token
 from tests.harness import System, wait_until
 from tests.sync_support import CoconutAdmin, mark_of
 
@@ -81,3 +83,36 @@ def test_initial_sync_projects_everything_once_and_a_rerun_doubles_nothing(
     assert set(counts.values()) == {1}, "nothing doubled"
     status = run_cli(system, "initial-sync", "--status")
     assert "user1@contoso.example" in status
+
+
+def test_user_accounts_show_each_staff_member_in_coconuts_vocabulary(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = make_system(graph_args=["--users", "3"])
+    run_cli(system, "initial-sync")
+    token = add_token(redis_conn, "test-users-tab")
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def settled() -> dict | None:
+        answer = httpx.get(f"{system.web_url}/admin/api/users", headers=auth, timeout=5).json()
+        rows = {u["email"]: u for u in answer["users"]}
+        user1 = rows.get("user1@contoso.example")
+        return answer if user1 and user1["to_exchange"] >= 3 else None
+
+    answer = wait_until(settled, 60, what="the User Accounts rows")
+    rows = {u["email"]: u for u in answer["users"]}
+    assert rows["user1@contoso.example"]["state"] == "syncing"
+    assert rows["user1@contoso.example"]["mailbox"] == "user1@contoso.example"
+    assert rows["nomailbox@contoso.example"]["state"] == "warning"
+    assert (
+        "no mailbox matches nomailbox@contoso.example"
+        in rows["nomailbox@contoso.example"]["problem"]
+    )
+    assert rows["admin@contoso.example"]["state"] == "not_synced"
+    assert answer["counts"]["warning"] == 1 and answer["counts"]["syncing"] == 3
+
+    assert httpx.get(f"{system.web_url}/admin/api/users", timeout=5).status_code == 401
+    page = httpx.get(f"{system.web_url}/admin/exchange/users?state=warning", headers=auth)
+    assert page.status_code == 200
+    assert "Nora Nomailbox" in page.text and "user1@contoso.example" not in page.text

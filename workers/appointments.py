@@ -13,6 +13,7 @@ member edited it → remember its `changeKey`, so the mailbox sync recognises ou
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -233,7 +234,14 @@ def _guarded(ctx: WorkerContext, mailbox: str, action) -> None:  # type: ignore[
 
 
 def _clear_problem(ctx: WorkerContext, mailbox: str) -> None:
-    ctx.redis.hdel(store.mailbox_key(mailbox), "error")
+    """A write went through: whatever error the mailbox had is over."""
+    pipe = ctx.redis.pipeline()
+    pipe.hdel(store.mailbox_key(mailbox), "error")
+    pipe.hset(store.mailbox_key(mailbox), "last_sync_at", int(time.time()))
+    staff_id = directory.staff_for(ctx, mailbox)
+    if staff_id:
+        pipe.hdel(directory.staff_key(staff_id), "error")
+    pipe.execute()
 
 
 def _projections_of_staff(ctx: WorkerContext, staff_id: str) -> list[Projection]:

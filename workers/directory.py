@@ -8,6 +8,7 @@ renames); the match is cached in Redis both ways.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from core import store
 from core.coconut import Staff
+from core.staff_status import ROSTER_KEY
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -80,12 +82,28 @@ async def _lookup(ctx: WorkerContext, address: str) -> str | None:
 
 def staff_mailboxes(ctx: WorkerContext) -> list[tuple[Staff, Mailbox]]:
     """Every active Coconut staff member who takes appointments and has a mailbox: what the
-    sync covers. Staff without a mailbox are left out here and carry a warning (mailbox_for)."""
+    sync covers. Staff without a mailbox are left out here and carry a warning (mailbox_for).
+
+    Every active user is also written to the roster, which the admin's User Accounts tab
+    lists: the web process never calls Coconut itself.
+    """
     matched = []
-    for staff in ctx.coconut.users(takes_appointments=True):
+    roster: dict[str, str] = {}
+    for staff in ctx.coconut.users():
         if not staff.active:
+            continue
+        roster[str(staff.id)] = json.dumps(
+            {"name": f"{staff.first_name} {staff.last_name}".strip(), "email": staff.email,
+             "takes_appointments": staff.takes_appointments}
+        )  # fmt: skip
+        if not staff.takes_appointments:
             continue
         mailbox = mailbox_for(ctx, str(staff.id), staff.email)
         if mailbox is not None:
             matched.append((staff, mailbox))
+    pipe = ctx.redis.pipeline()
+    pipe.delete(ROSTER_KEY)
+    if roster:
+        pipe.hset(ROSTER_KEY, mapping=roster)
+    pipe.execute()
     return matched

@@ -11,13 +11,13 @@ blueprints. Without EXSYNC_SECRET_KEY the app still serves the receivers and hea
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from core.secrets import SETTING, SecretBox
-from webhooks.admin import auth, exchange, pages
+from webhooks.admin import auth, exchange, pages, users
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -45,6 +45,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_blueprint(auth.bp)
     app.register_blueprint(exchange.bp)
+    app.register_blueprint(users.bp)
+    app.add_template_filter(_when, "when")
 
 
 def _csrf_unless_exempt() -> None:
@@ -60,3 +62,10 @@ def _csrf_failed(exc: CSRFError) -> tuple[Response | str, int]:
         "Go back, reload the page and submit it again."
     )
     return pages.refusal(400, "Form expired or not from this site", reason)
+
+
+def _when(epoch: int) -> str:
+    """An instant for a table cell: "—" for never, else UTC to the minute."""
+    if not epoch:
+        return "—"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,102 @@
+"""Microsoft Exchange > User Accounts: every staff member's sync status, and the admin's levers.
+
+    GET  /admin/exchange/users                  the tab: tiles, table, initial sync progress
+    POST /admin/exchange/users/<id>/resync      queue this staff member's items and mailbox again
+    POST /admin/exchange/users/recheck          `which=failed|all`: re-match and resync
+    GET  /admin/api/users                       the same rows as JSON (bearer tokens welcome)
+
+Rows come from core.staff_status (Redis only); the levers queue jobs by dotted path, so this
+process never calls Graph or Coconut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from flask import Blueprint, Response, current_app, flash, jsonify, redirect, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from core import connection, jobs, staff_status
+from core.staff_status import State
+from webhooks.admin import pages
+from webhooks.admin.auth import require_admin
+
+bp = Blueprint("admin_users", __name__)
+
+SYNC_STAFF = "workers.appointments.sync_staff"
+SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
+INITIAL_SYNC_KEY = "exsync:initial_sync"
+
+
+def _rows() -> list[staff_status.StaffRow]:
+    services = current_app.extensions["exsync"]
+    stored = connection.load(services.redis)
+    polling = (
+        not stored.impersonation
+        if stored.status != "not_configured"
+        else (not services.settings.impersonation)
+    )
+    return staff_status.rows(services.redis, polling=polling)
+
+
+@bp.get("/admin/exchange/users")
+@require_admin
+def users() -> tuple[str, int]:
+    services = current_app.extensions["exsync"]
+    every = _rows()
+    shown_state = request.args.get("state", "")
+    query = request.args.get("q", "").strip().lower()
+    shown = [
+        row for row in every
+        if (not shown_state or row.state == shown_state)
+        and (not query or query in row.name.lower() or query in row.email.lower())
+    ]  # fmt: skip
+    initial = {k.decode(): v.decode() for k, v in services.redis.hgetall(INITIAL_SYNC_KEY).items()}
+    return pages.render(
+        "admin/users.html",
+        rows=shown,
+        counts=staff_status.counts(every),
+        shown_state=shown_state,
+        query=query,
+        display_name=connection.load(services.redis).display_name,
+        initial_state=initial.get("state", ""),
+        refresh=initial.get("state") in ("running", "queued") or bool(services.queue.count),
+    )
+
+
+@bp.post("/admin/exchange/users/<staff_id>/resync")
+@require_admin
+def resync(staff_id: str) -> BaseResponse:
+    if not staff_id.isdigit():
+        return redirect(url_for("admin_users.users"))
+    _queue_staff([row for row in _rows() if row.staff_id == staff_id])
+    flash("Resync queued.", "ok")
+    return redirect(url_for("admin_users.users"), code=303)
+
+
+@bp.post("/admin/exchange/users/recheck")
+@require_admin
+def recheck() -> BaseResponse:
+    which = request.form.get("which", "failed")
+    wanted = [r for r in _rows() if which == "all" or r.state in (State.ERROR, State.WARNING)]
+    _queue_staff(wanted)
+    flash(f"Recheck queued for {len(wanted)} staff member(s).", "ok")
+    return redirect(url_for("admin_users.users"), code=303)
+
+
+@bp.get("/admin/api/users")
+@require_admin
+def users_json() -> Response:
+    every = _rows()
+    return jsonify(
+        counts={str(k): v for k, v in staff_status.counts(every).items()},
+        users=[{**asdict(row), "state": str(row.state)} for row in every],
+    )
+
+
+def _queue_staff(rows: list[staff_status.StaffRow]) -> None:
+    queue = current_app.extensions["exsync"].queue
+    for row in rows:
+        jobs.ensure_queued(queue, SYNC_STAFF, "staff", row.staff_id)
+        if row.user_id:
+            jobs.ensure_queued(queue, SYNC_MAILBOX, "mailbox", row.user_id)
