@@ -11,6 +11,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	PYTHON=$(BIN)/python .ci/ensure-redis
+	.ci/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed

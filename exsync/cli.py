@@ -117,7 +117,7 @@ def initial_sync(status_only: bool) -> None:
     """Queue the initial sync (every staff member, both ways) and show its progress."""
     from rq import Queue
 
-    from workers.initial_sync import progress
+    from core.progress import progress
 
     settings = _settings()
     conn = store.connect(settings.redis_url)

@@ -50,6 +50,8 @@ class System:
     graph_args: list[str] = field(default_factory=list)
     coconut_args: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
+    # Point the admin pages' "worldwide" cloud at this run's Graph emulator.
+    cloud_override: bool = False
     processes: dict[str, Process] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +84,11 @@ class System:
             EXSYNC_SECRET_KEY=SECRET_KEY,
             PYTHONUNBUFFERED="1",
         )
+        if self.cloud_override:
+            env.update(
+                EXSYNC_CLOUD_OVERRIDE_GRAPH_URL=f"{self.graph_base}/v1.0",
+                EXSYNC_CLOUD_OVERRIDE_AUTHORITY=self.graph_base,
+            )
         env.update(self.settings)
         return env
 

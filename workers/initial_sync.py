@@ -6,21 +6,20 @@ the mailbox's delta round into Coconut busy time. Nothing here writes anywhere i
 crash loses nothing (RQ retries this job, and a staff member already listed is skipped) and
 nothing doubles (the jobs are idempotent and coalesced per item).
 
-Progress is read, not counted: an item is done when its dirty flag is cleared, which only a
-completed round does (core.jobs).
+Progress is read, not counted (core.progress).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import get_current_job
 
-from core import jobs, store
+from core import jobs
+from core.progress import RUN_KEY, items_key, user_key
 from workers import directory
 from workers.appointments import SYNC_ABSENCE, SYNC_APPOINTMENT
 from workers.context import context
@@ -28,15 +27,6 @@ from workers.context import context
 log = logging.getLogger(__name__)
 
 SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
-RUN_KEY = store.key("initial_sync")
-
-
-def user_key(staff_id: str) -> str:
-    return store.key("initial_sync", "user", staff_id)
-
-
-def items_key(staff_id: str) -> str:
-    return store.key("initial_sync", "items", staff_id)
 
 
 def run_initial_sync(connection_name: str = "exchange") -> int:
@@ -93,42 +83,3 @@ def _start_or_resume(conn: redis.Redis) -> None:
     conn.hset(
         RUN_KEY, mapping={"state": "running", "run_id": run_id, "started_at": int(time.time())}
     )
-
-
-@dataclass(frozen=True)
-class UserProgress:
-    staff_id: str
-    address: str
-    total: int
-    done: int
-
-
-@dataclass(frozen=True)
-class Progress:
-    state: str  # not_started | running | queued | done
-    users: list[UserProgress]
-
-    @property
-    def total(self) -> int:
-        return sum(u.total for u in self.users)
-
-    @property
-    def done(self) -> int:
-        return sum(u.done for u in self.users)
-
-
-def progress(conn: redis.Redis) -> Progress:
-    """Per staff member and overall: how many of the queued items have completed a round."""
-    run = {k.decode(): v.decode() for k, v in conn.hgetall(RUN_KEY).items()}
-    if not run:
-        return Progress("not_started", [])
-    users = []
-    for staff_id in filter(None, run.get("staff", "").split(",")):
-        members = [m.decode() for m in conn.smembers(items_key(staff_id))]
-        pending = sum(conn.exists(store.dirty_key(*m.split(":", 1))) for m in members)
-        address = (conn.hget(user_key(staff_id), "address") or b"").decode()
-        users.append(UserProgress(staff_id, address, len(members), len(members) - pending))
-    state = run["state"]
-    if state == "queued" and all(u.done == u.total for u in users):
-        state = "done"
-    return Progress(state, users)

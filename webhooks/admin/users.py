@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, flash, jsonify, redirect, re
 from werkzeug.wrappers import Response as BaseResponse
 
 from core import connection, jobs, staff_status
+from core.progress import progress
 from core.staff_status import State
 from webhooks.admin import pages
 from webhooks.admin.auth import require_admin
@@ -25,7 +26,6 @@ bp = Blueprint("admin_users", __name__)
 
 SYNC_STAFF = "workers.appointments.sync_staff"
 SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
-INITIAL_SYNC_KEY = "exsync:initial_sync"
 
 
 def _rows() -> list[staff_status.StaffRow]:
@@ -51,7 +51,7 @@ def users() -> tuple[str, int]:
         if (not shown_state or row.state == shown_state)
         and (not query or query in row.name.lower() or query in row.email.lower())
     ]  # fmt: skip
-    initial = {k.decode(): v.decode() for k, v in services.redis.hgetall(INITIAL_SYNC_KEY).items()}
+    initial = progress(services.redis)
     return pages.render(
         "admin/users.html",
         rows=shown,
@@ -59,8 +59,9 @@ def users() -> tuple[str, int]:
         shown_state=shown_state,
         query=query,
         display_name=connection.load(services.redis).display_name,
-        initial_state=initial.get("state", ""),
-        refresh=initial.get("state") in ("running", "queued") or bool(services.queue.count),
+        initial=initial,
+        per_user={u.staff_id: u for u in initial.users},
+        refresh=initial.state in ("running", "queued"),
     )
 
 

@@ -1,0 +1,119 @@
+"""The admin's whole experience in headless Chromium (Debian's, driven by Playwright): sign in,
+fill the Configuration tab, Authorize at the Graph emulator's sign-in as the service account,
+watch the initial sync finish on the User Accounts tab; and the wrong account refused by name.
+
+Screenshots of the settings page and the User Accounts tab are saved under
+test-artifacts/screenshots/ (or $EXSYNC_TEST_ARTIFACTS) on every run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from exsync.admin_users import add_user
+from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, System
+from tests.sync_support import mark_of
+
+ADMIN, PASSWORD = "it.admin@bank.example", "correct horse battery staple"
+SERVICE_ACCOUNT = "sync@contoso.example"
+ARTIFACTS = Path(os.environ.get("EXSYNC_TEST_ARTIFACTS", "test-artifacts")) / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is required (.ci/ensure-chromium installs it)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def system(make_system, redis_conn: redis.Redis) -> System:  # type: ignore[no-untyped-def]
+    system = make_system(graph_args=["--users", "3"], cloud_override=True)
+    with system.graph_http() as http:
+        for mail in (SERVICE_ACCOUNT, "someone.else@contoso.example"):
+            http.post("/_emulator/users", json={"mail": mail}).raise_for_status()
+    add_user(redis_conn, ADMIN, PASSWORD)
+    return system
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    # The emulator's certificate comes from its own CA, which this browser does not know.
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def sign_in_and_configure(page: Page, system: System, *, impersonation: bool) -> None:
+    page.goto(f"{system.web_url}/admin")
+    page.fill("#email", ADMIN)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("h2", has_text="Tenant and cloud")).to_be_visible()
+    page.fill("#tenant_id", TENANT)
+    page.select_option("#cloud", "worldwide")
+    page.check("#confirm_endpoints")
+    expect(page.locator("#graph-endpoint")).to_have_text(f"{system.graph_base}/v1.0")
+    page.fill("#display_name", "Branch Outlook")
+    page.fill("#client_id", GRAPH_CLIENT_ID)
+    page.fill("#client_secret", GRAPH_CLIENT_SECRET)
+    page.fill("#service_account", SERVICE_ACCOUNT)
+    page.set_checked("#impersonation", impersonation)
+    page.check("#show_event_titles")
+    page.click("form.card button.primary")
+    expect(page.locator(".status")).to_contain_text("Not connected yet")
+
+
+def authorize_as(page: Page, account: str) -> None:
+    page.click("#authorize")
+    page.click(f"button[name=user_id]:has-text('{account}')")
+
+
+def test_an_admin_connects_exchange_and_watches_the_initial_sync(
+    system: System, page: Page
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    sign_in_and_configure(page, system, impersonation=True)
+    page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
+    authorize_as(page, SERVICE_ACCOUNT)
+    expect(page.locator(".status")).to_contain_text(f"Connected as {SERVICE_ACCOUNT}")
+
+    page.click("text=User Accounts")
+    expect(page.locator("#users thead")).to_contain_text("Branch Outlook")
+    row = page.locator("tr[data-staff]", has_text="user1@contoso.example")
+    expect(row).to_contain_text("Syncing", timeout=60_000)
+    expect(page.locator("#initial-sync")).to_contain_text("finished", timeout=60_000)
+    expect(page.locator("tr", has_text="nomailbox@contoso.example")).to_contain_text("Warning")
+    expect(page.locator("#tile-warning .count")).to_have_text("1")
+    page.screenshot(path=str(ARTIFACTS / "user-accounts.png"), full_page=True)
+
+    events = system.graph_state()["events"]
+    assert sum(1 for evs in events.values() for e in evs if mark_of(e)) >= 8
+
+    page.click("#tile-warning")
+    expect(page.locator("tr[data-staff]")).to_have_count(1)
+
+
+def test_authorizing_as_another_account_is_refused_by_name(system: System, page: Page) -> None:
+    sign_in_and_configure(page, system, impersonation=False)
+    authorize_as(page, "someone.else@contoso.example")
+    body = page.locator("main")
+    expect(body).to_contain_text("someone.else@contoso.example")
+    expect(body).to_contain_text(SERVICE_ACCOUNT)
+
+
+def test_a_signed_out_visitor_cannot_reach_the_settings(system: System, page: Page) -> None:
+    page.goto(f"{system.web_url}/admin/exchange/users")
+    expect(page.locator("#email")).to_be_visible()
+    assert "/admin/sign-in" in page.url
