@@ -111,6 +111,55 @@ def demo(host: str, port: int) -> None:
     sys.exit(run_demo(host, port))
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """The connection, the initial sync and every staff member's sync status."""
+    import json
+    from dataclasses import asdict
+
+    from core import connection, staff_status
+    from core.progress import progress
+
+    settings = _settings()
+    conn = store.connect(settings.redis_url)
+    try:
+        stored = connection.load(conn)
+        configured = stored.status != connection.Status.NOT_CONFIGURED
+        polling = not (stored.impersonation if configured else settings.impersonation)
+        rows = staff_status.rows(conn, polling=polling)
+        initial = progress(conn)
+    except redis.ConnectionError as exc:
+        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    counts = staff_status.counts(rows)
+    access = "polling" if polling else "subscriptions"
+    if as_json:
+        out = {
+            "connection": stored.status, "access": access,
+            "initial_sync": {"state": initial.state, "done": initial.done, "total": initial.total},
+            "counts": {str(k): v for k, v in counts.items()},
+            "users": [{**asdict(r), "state": str(r.state)} for r in rows],
+        }  # fmt: skip
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(
+            f"connection: {stored.status}   access: {'polling' if polling else 'subscriptions'}"
+        )
+        click.echo(f"initial sync: {initial.state} ({initial.done}/{initial.total} items)")
+        click.echo(
+            f"syncing {counts[staff_status.State.SYNCING]}   warnings "
+            f"{counts[staff_status.State.WARNING]}   errors {counts[staff_status.State.ERROR]}"
+        )
+        for r in rows:
+            detail = f"  {r.problem}" if r.problem else ""
+            click.echo(
+                f"  {r.state:<10} {r.name:<24} {r.mailbox or '-':<32} "
+                f"{r.subscription or '-':<8} {r.to_exchange}/{r.to_coconut}{detail}"
+            )
+    sys.exit(EXIT_PROBLEM if counts[staff_status.State.ERROR] else 0)
+
+
 @main.command("initial-sync")
 @click.option("--status", "status_only", is_flag=True, help="Only show progress.")
 def initial_sync(status_only: bool) -> None:
