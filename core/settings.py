@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import secrets
+from core.connection import EditPolicy
 from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 
 ENV_PREFIX = "EXSYNC_"
@@ -57,6 +58,13 @@ class Settings(BaseSettings):
     event_body_template: str = ""
 
     show_event_titles: bool = False
+    # What a sync does when a staff member edits or deletes a projected appointment in Outlook.
+    edit_policy: EditPolicy = EditPolicy.RESTORE
+    # A sync round that would remove more than this share of a mailbox's busy blocks (and at
+    # least hold_min_blocks of them) holds the removals for an admin to release.
+    hold_share: float = Field(0.5, gt=0, le=1)
+    hold_min_blocks: int = Field(4, ge=1)
+    delta_page_limit: int = Field(500, ge=1)
     sync_past_days: int = Field(7, ge=0, le=365)
     sync_future_days: int = Field(180, ge=1, le=730)
     max_body_bytes: int = Field(1_048_576, ge=1024)

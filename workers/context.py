@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -30,6 +31,14 @@ T = TypeVar("T")
 ACCESS_CHECK_SECONDS = 5
 _ACCESS_FIELDS = ("status", "connected_at", "impersonation", "graph_url", "authority", "client_id")
 _AUTHORIZED = {connection.Status.CONNECTED, connection.Status.REAUTHORIZE}
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    show_event_titles: bool
+    sync_past_days: int
+    sync_future_days: int
+    edit_policy: connection.EditPolicy
 
 
 class WorkerContext:
@@ -77,6 +86,20 @@ class WorkerContext:
             return graph_client(endpoint, credential)
         credential = app_credential(s.graph_endpoint, s.tenant_id, s.client_id, s.client_secret)
         return graph_client(s.graph_endpoint, credential)
+
+    @property
+    def options(self) -> SyncOptions:
+        """The admin's sync choices once a connection is configured, else the environment's."""
+        stored = connection.load(self.redis)
+        if stored.status == connection.Status.NOT_CONFIGURED:
+            s = self.settings
+            return SyncOptions(
+                s.show_event_titles, s.sync_past_days, s.sync_future_days, s.edit_policy
+            )
+        return SyncOptions(
+            stored.show_event_titles, stored.sync_past_days, stored.sync_future_days,
+            stored.edit_policy,
+        )  # fmt: skip
 
     @property
     def impersonation(self) -> bool:
