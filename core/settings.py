@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     hold_share: float = Field(0.5, gt=0, le=1)
     hold_min_blocks: int = Field(4, ge=1)
     delta_page_limit: int = Field(500, ge=1)
+
+    # Graph subscriptions (app-only mode): asked lifetime (Graph refuses 10,080 minutes and
+    # more), renewal this long before expiry plus up to the jitter, so renewals spread out.
+    subscription_minutes: int = Field(10_000, ge=45, le=10_000)
+    renew_margin_minutes: int = Field(1_440, ge=1)
+    renew_jitter_minutes: int = Field(120, ge=0)
+    # The scheduler's rhythm, in seconds.
+    reconcile_seconds: float = Field(3_600, gt=0)  # Graph's subscriptions against ours
+    safety_net_seconds: float = Field(900, gt=0)  # delta for every mailbox, notified or not
+    poll_seconds: float = Field(120, gt=0)  # delegated mode: no notifications, so poll
+    coconut_reconcile_seconds: float = Field(600, gt=0)  # Coconut changes without a webhook
+    silence_seconds: float = Field(21_600, gt=0)  # a live subscription this quiet is flagged
     sync_past_days: int = Field(7, ge=0, le=365)
     sync_future_days: int = Field(180, ge=1, le=730)
     max_body_bytes: int = Field(1_048_576, ge=1024)

@@ -141,8 +141,33 @@ def _redis(workdir: Path, host: str, port: int, children: list[Process]) -> tupl
     from fakeredis import TcpFakeServer
 
     fake = TcpFakeServer((host, port), server_type="redis")
+    fake.RequestHandlerClass = _error_replies_keep_the_connection()
+    fake.daemon_threads = True  # its connection threads must not keep the demo alive at exit
     threading.Thread(target=fake.serve_forever, daemon=True, name="fakeredis").start()
     return f"redis://{host}:{port}/0", f"embedded fakeredis on {host}:{port} (in memory)"
+
+
+def _error_replies_keep_the_connection() -> type:
+    """fakeredis' TCP handler closes the connection when a command answers with an error it
+    raises instead of returning (NOSCRIPT, which redis-py expects before it loads a script), so
+    every RQ and lock script failed on the embedded server. Returning the error keeps it a
+    normal error reply."""
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class Handler(TCPFakeRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            read = self.current_client.read_response
+
+            def read_response(*args: object, **kwargs: object) -> object:
+                try:
+                    return read(*args, **kwargs)
+                except redis.ResponseError as exc:
+                    return exc
+
+            self.current_client.read_response = read_response  # type: ignore[method-assign]
+
+    return Handler
 
 
 def _answers(url: str, **kwargs: object) -> bool:

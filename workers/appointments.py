@@ -74,10 +74,14 @@ def sync_staff(staff_id: str) -> int:
     return queued
 
 
-def reconcile_coconut(_item: str = "coconut") -> int:
+def reconcile_coconut(item: str = "all") -> int:
     """The safety net for lost Coconut webhooks: queue every item changed since the last check,
     and every projected item Coconut no longer lists (deleted without a webhook)."""
     ctx = context()
+    return jobs.run_coalesced(ctx.redis, "coconut", item, lambda _: _reconcile_round(ctx))
+
+
+def _reconcile_round(ctx: WorkerContext) -> int:
     checkpoint_key = store.key("coconut", "reconciled_at")
     started = datetime.now(UTC)
     raw = ctx.redis.get(checkpoint_key)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import redis
 from prometheus_client import start_http_server
 from rq import Queue, SimpleWorker
 from rq.executions import Execution
@@ -29,6 +30,14 @@ MAINTENANCE_SECONDS = 10
 
 
 class ExsyncWorker(SimpleWorker):
+    def _set_ip_address(self, connection: redis.Redis) -> None:
+        """The address is only shown in RQ's dashboards; fakeredis (the demo's embedded Redis)
+        answers CLIENT INFO in a form redis-py cannot parse, which must not stop the worker."""
+        try:
+            super()._set_ip_address(connection)
+        except ValueError:
+            self.ip_address = "unknown"
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL
 

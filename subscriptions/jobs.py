@@ -1,0 +1,66 @@
+"""RQ jobs around subscriptions: what the lifecycle receiver, the scheduler and the admin queue.
+
+Each takes an id (a subscription's, a mailbox's, or "all") and does its work through
+subscriptions.manager; the web process queues them by dotted path and never calls Graph.
+"""
+
+from __future__ import annotations
+
+from core import jobs
+from subscriptions import manager
+from workers import directory
+from workers.context import context
+
+
+def reauthorize_subscription(subscription_id: str) -> None:
+    """Lifecycle `reauthorizationRequired`."""
+    ctx = context()
+    jobs.run_coalesced(
+        ctx.redis, "subscription", subscription_id,
+        lambda _: manager.reauthorize(ctx, subscription_id),
+    )  # fmt: skip
+
+
+def recreate_subscription(subscription_id: str) -> None:
+    """Lifecycle `subscriptionRemoved`: a new subscription, and the mailbox resynced."""
+    ctx = context()
+    jobs.run_coalesced(
+        ctx.redis, "subscription", subscription_id,
+        lambda _: manager.recreate(ctx, subscription_id),
+    )  # fmt: skip
+
+
+def renew_subscription(subscription_id: str) -> None:
+    """The scheduler's renewal before expiry."""
+    ctx = context()
+    jobs.run_coalesced(
+        ctx.redis, "subscription", subscription_id, lambda _: manager.renew(ctx, subscription_id)
+    )
+
+
+def delete_subscription(subscription_id: str) -> None:
+    """The admin removed it."""
+    ctx = context()
+    jobs.run_coalesced(
+        ctx.redis, "subscription", subscription_id, lambda _: manager.delete(ctx, subscription_id)
+    )
+
+
+def reconcile_subscriptions(_item: str = "all") -> None:
+    ctx = context()
+    jobs.run_coalesced(ctx.redis, "subscriptions", "all", lambda _: manager.reconcile(ctx))
+
+
+def register(target: str) -> None:
+    """The admin asked for subscriptions: `all`, or one staff member (Coconut id or email)."""
+    ctx = context()
+
+    def one_round() -> None:
+        if target == "all":
+            manager.reconcile(ctx)
+            return
+        for staff, mailbox in directory.staff_mailboxes(ctx):
+            if target in (str(staff.id), staff.email.lower(), mailbox.address):
+                manager.ensure(ctx, mailbox.user_id)
+
+    jobs.run_coalesced(ctx.redis, "register", target, lambda _: one_round())
