@@ -15,6 +15,7 @@ import redis
 
 from core import jobs, logs, store
 from core.settings import Settings, SettingsError, load_settings
+from exsync import sync_chores
 
 EXIT_PROBLEM = 1
 EXIT_CONFIG = 2
@@ -302,3 +303,7 @@ def admin_revoke_token(name: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+main.add_command(sync_chores.subscriptions)
+main.add_command(sync_chores.holds)

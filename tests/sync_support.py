@@ -112,3 +112,52 @@ def utc(event_time: dict[str, str]) -> datetime:
 
 def graph(system: System) -> httpx.Client:
     return system.graph_http()
+
+
+class Outlook:
+    """A staff member working in Outlook: the emulator's owner API (no app token involved)."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.http = system.graph_http()
+
+    def create(self, address: str, **body: Any) -> str:
+        answer = self.http.post(f"/_emulator/users/{address}/events", json=body)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    def update(self, address: str, event_id: str, **body: Any) -> None:
+        answer = self.http.patch(f"/_emulator/users/{address}/events/{event_id}", json=body)
+        assert answer.status_code == 200, answer.text
+
+    def delete(self, address: str, event_id: str) -> None:
+        answer = self.http.delete(f"/_emulator/users/{address}/events/{event_id}")
+        assert answer.status_code == 204, answer.text
+
+
+def at(day: datetime, hour: int, zone: str = "UTC") -> dict[str, str]:
+    return {"dateTime": day.replace(hour=hour).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": zone}
+
+
+def busy_blocks(system: System, staff_id: int) -> list[dict[str, Any]]:
+    """The external absences (busy blocks) on a staff member's Coconut calendar."""
+    absences = system.coconut_state()["absences"]
+    return [a for a in absences if a["source"] == "external" and a["user_id"] == staff_id]
+
+
+def wait_blocks(
+    system: System, staff_id: int, check: Any, timeout: float = 30, what: str = "busy blocks"
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def ready() -> bool:
+        nonlocal found
+        found = busy_blocks(system, staff_id)
+        return bool(check(found))
+
+    try:
+        wait_until(ready, timeout, what=what)
+    except TimeoutError as exc:
+        logs = system.logs()[-6000:]
+        raise AssertionError(f"{exc}; last seen: {found}\n--- logs ---\n{logs}") from None
+    return found

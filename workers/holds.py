@@ -7,7 +7,7 @@ meetings. So when one round would remove more than EXSYNC_HOLD_SHARE of a mailbo
 flagged until an admin releases them (`exsync holds release`, or the admin API) or discards
 them (the blocks stay).
 
-    exsync:held:{user_id}    set of Exchange event ids whose blocks wait to be removed
+Where they are kept, and reading or discarding them: core.holds.
 """
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ import logging
 import redis
 
 from core import jobs, store
+from core.holds import held_key
 from core.settings import Settings
 from workers.context import context
 
 log = logging.getLogger(__name__)
 
-RELEASE = "workers.holds.release_holds"
-
-
-def held_key(user_id: str) -> str:
-    return store.key("held", user_id)
 
 
 def should_hold(removing: int, total: int, settings: Settings) -> bool:
@@ -40,29 +36,13 @@ def hold(conn: redis.Redis, user_id: str, event_ids: list[str]) -> None:
     conn.hset(store.mailbox_key(user_id), "held_removals", conn.scard(held_key(user_id)))
 
 
-def held(conn: redis.Redis) -> dict[str, int]:
-    """Mailbox user id -> how many removals wait."""
-    prefix = held_key("")
-    return {
-        key.decode()[len(prefix) :]: conn.scard(key)
-        for key in conn.scan_iter(match=prefix + "*", count=500)
-    }
-
-
-def discard(conn: redis.Redis, user_id: str) -> int:
-    """Forget the held removals: the blocks stay in Coconut."""
-    count = conn.scard(held_key(user_id))
-    conn.delete(held_key(user_id))
-    conn.hdel(store.mailbox_key(user_id), "held_removals")
-    return int(count)
-
-
 def release_holds(user_id: str) -> int:
     """Job: carry the held removals out now (an admin released them)."""
     from workers.mailboxes import remove_block
 
     ctx = context()
     removed = 0
+    ctx.redis.delete(store.dirty_key("release", user_id))
     with jobs.item_lock(ctx.redis, "mailbox", user_id):
         for raw in ctx.redis.smembers(held_key(user_id)):
             remove_block(ctx, user_id, raw.decode())

@@ -17,7 +17,7 @@ from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from core.secrets import SETTING, SecretBox
-from webhooks.admin import auth, exchange, pages, users
+from webhooks.admin import api, auth, exchange, pages, users
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -46,12 +46,15 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(exchange.bp)
     app.register_blueprint(users.bp)
+    app.register_blueprint(api.bp)
     app.add_template_filter(_when, "when")
 
 
 def _csrf_unless_exempt() -> None:
     if request.path.startswith("/webhooks/") or auth.bearer_token() is not None:
         return
+    if request.endpoint != "admin_auth.sign_in" and auth.signed_in_email() is None:
+        return  # nobody is signed in: the admin guard answers 401 and says why
     csrf.protect(apply_exemptions=True)
 
 

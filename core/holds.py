@@ -1,0 +1,39 @@
+"""Busy-block removals held for an admin's review (workers.holds decides when to hold).
+
+    exsync:held:{user_id}    set of Exchange event ids whose blocks wait to be removed;
+                             the mailbox hash's `held_removals` says how many
+
+Reading and discarding need only Redis, so the admin API and CLI use this module; releasing
+removes blocks in Coconut and is a job (workers.holds.release_holds).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from core import store
+
+RELEASE = "workers.holds.release_holds"
+
+
+def held_key(user_id: str) -> str:
+    return store.key("held", user_id)
+
+
+def held(conn: redis.Redis) -> dict[str, int]:
+    """Mailbox user id -> how many removals wait."""
+    prefix = held_key("")
+    return {
+        key.decode()[len(prefix) :]: int(conn.scard(key))
+        for key in conn.scan_iter(match=prefix + "*", count=500)
+    }
+
+
+def discard(conn: redis.Redis, user_id: str) -> int:
+    """Forget the held removals: the blocks stay in Coconut."""
+    count = int(conn.scard(held_key(user_id)))
+    pipe = conn.pipeline()
+    pipe.delete(held_key(user_id))
+    pipe.hdel(store.mailbox_key(user_id), "held_removals")
+    pipe.execute()
+    return count

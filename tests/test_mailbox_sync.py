@@ -1,0 +1,195 @@
+"""Outlook events become busy time in Coconut (issue 4), over the real path: the Graph emulator
+POSTs real change notifications to the running web app for the subscriptions the scheduler
+made, a real `exsync worker` reads delta through msgraph-sdk and writes Coconut's API.
+
+Seed: user1-3@contoso.example are Coconut staff 1-3 (Toronto, Vancouver, Regina); each mailbox
+starts with a meeting, a private doctor's visit, an all-day conference and a weekly series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from exsync.admin_users import add_token
+from tests.harness import System, wait_until
+from tests.sync_support import Outlook, at, busy_blocks, wait_blocks
+
+USER1, STAFF1 = "user1@contoso.example", 1
+QUIET = {  # notifications must carry these tests: no safety net, no polling in between
+    "EXSYNC_SAFETY_NET_SECONDS": "3600",
+    "EXSYNC_RECONCILE_SECONDS": "3600",
+    "EXSYNC_SHOW_EVENT_TITLES": "true",
+}
+
+
+def subscribed(system: System) -> bool:
+    return len(system.graph_state()["subscriptions"]) == 3
+
+
+@pytest.fixture
+def system(make_system) -> System:  # type: ignore[no-untyped-def]
+    system = make_system(graph_args=["--users", "3"], scheduler=True, settings=QUIET)
+    wait_until(lambda: subscribed(system), 60, what="a subscription per staff mailbox")
+    wait_until(lambda: len(busy_blocks(system, STAFF1)) >= 11, 60, what="the seeded events")
+    return system
+
+
+@pytest.fixture
+def outlook(system: System) -> Iterator[Outlook]:
+    owner = Outlook(system)
+    yield owner
+    owner.http.close()
+
+
+def day(offset: int) -> datetime:
+    return (datetime.now(UTC) + timedelta(days=offset)).replace(minute=0, second=0, microsecond=0)
+
+
+def titled(title: str) -> Any:
+    return lambda blocks: [b for b in blocks if b["title"] == title]
+
+
+def instant(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def test_an_outlook_event_is_busy_time_that_follows_every_change(
+    system: System, outlook: Outlook
+) -> None:
+    d = day(4)
+    agenda = {"contentType": "text", "content": "agenda"}
+    event = outlook.create(
+        USER1,
+        subject="Credit committee",
+        start=at(d, 14),
+        end=at(d, 15),
+        showAs="busy",
+        body=agenda,
+    )
+    (block,) = titled("Credit committee")(
+        wait_blocks(system, STAFF1, titled("Credit committee"), what="the new block")
+    )
+    assert block["external_id"] == event and block["external_provider"] == "microsoft_exchange"
+    assert (instant(block["start"]), instant(block["end"])) == (
+        d.replace(hour=14),
+        d.replace(hour=15),
+    )
+    assert block["all_day"] is False and block["notes"] is None  # the body is never copied
+
+    outlook.update(USER1, event, start=at(d, 16), end=at(d, 17))
+    wait_blocks(system, STAFF1, lambda bs: any(
+        b["title"] == "Credit committee" and instant(b["start"]) == d.replace(hour=16) for b in bs
+    ), what="the moved block")  # fmt: skip
+
+    outlook.update(USER1, event, subject="Credit committee (final)")
+    wait_blocks(system, STAFF1, titled("Credit committee (final)"), what="the new title")
+
+    outlook.update(USER1, event, sensitivity="private")
+
+    def private_now(bs: list[dict[str, Any]]) -> bool:
+        return any(b["external_id"] == event and b["title"] == "Busy" for b in bs)
+
+    blocks = wait_blocks(system, STAFF1, private_now, what="a private block")
+    (private,) = [b for b in blocks if b["external_id"] == event]
+    assert private["title"] == "Busy"
+    assert "Credit committee" not in str(system.coconut_state()["absences"])
+
+    outlook.update(USER1, event, showAs="free")
+    wait_blocks(system, STAFF1, lambda bs: all(b["external_id"] != event for b in bs),
+                what="a free event to stop blocking")  # fmt: skip
+    outlook.update(USER1, event, showAs="oof")
+    wait_blocks(system, STAFF1, lambda bs: any(b["external_id"] == event for b in bs),
+                what="an away event to block again")  # fmt: skip
+    outlook.delete(USER1, event)
+    wait_blocks(system, STAFF1, lambda bs: all(b["external_id"] != event for b in bs),
+                what="the deleted event's block to go")  # fmt: skip
+
+
+def test_all_day_multi_day_recurring_and_zoned_events(system: System, outlook: Outlook) -> None:
+    d = day(6).replace(hour=0)
+    outlook.create(USER1, subject="Offsite", isAllDay=True, showAs="oof",
+                   start=at(d, 0), end=at(d + timedelta(days=2), 0))  # fmt: skip
+    outlook.create(USER1, subject="Lunch in Berlin", showAs="busy",
+                   start=at(d, 12, "W. Europe Standard Time"),
+                   end=at(d, 13, "W. Europe Standard Time"))  # fmt: skip
+    outlook.create(USER1, subject="Gym", showAs="free", start=at(d, 7), end=at(d, 8))
+    outlook.create(USER1, subject="From home", showAs="workingElsewhere",
+                   start=at(d, 9), end=at(d, 10))  # fmt: skip
+    outlook.create(USER1, subject="Maybe", showAs="tentative", start=at(d, 15), end=at(d, 16))
+    outlook.create(USER1, subject="Therapy", sensitivity="private", showAs="busy",
+                   start=at(d + timedelta(days=1), 8), end=at(d + timedelta(days=1), 9),
+                   recurrence=weekly(d + timedelta(days=1), 3))  # fmt: skip
+    series = outlook.create(USER1, subject="Stand-up", showAs="busy",
+                            start=at(d, 10), end=at(d, 11), recurrence=weekly(d, 4))  # fmt: skip
+
+    def all_kinds(bs: list[dict[str, Any]]) -> bool:
+        ready = titled("Maybe")(bs) and titled("Offsite")(bs)
+        return len(titled("Stand-up")(bs)) == 4 and bool(ready)
+
+    blocks = wait_blocks(system, STAFF1, all_kinds, what="every kind of event")
+    (offsite,) = titled("Offsite")(blocks)
+    toronto = "-05:00" if d.month in (11, 12, 1, 2) else "-04:00"
+    assert offsite["all_day"] is True and offsite["start"].endswith("T00:00:00" + toronto)
+    assert instant(offsite["end"]) - instant(offsite["start"]) == timedelta(days=2)
+    (berlin,) = titled("Lunch in Berlin")(blocks)
+    assert instant(berlin["start"]).hour in (11, 10)  # 12:00 Berlin is 11:00 or 10:00 UTC
+    assert not titled("Gym")(blocks) and not titled("From home")(blocks)
+    therapy = [b for b in blocks if b["title"] == "Busy"
+               and instant(b["start"]).hour == 8 and instant(b["start"]) > d]  # fmt: skip
+    assert len(therapy) == 3 and "Therapy" not in str(system.coconut_state()["absences"])
+
+    # An exception (one occurrence moved) and a deleted occurrence.
+    stand_ups = sorted(titled("Stand-up")(blocks), key=lambda b: instant(b["start"]))
+    occurrences = [b["external_id"] for b in stand_ups]
+    assert series not in occurrences, "blocks are per occurrence, not per series"
+    outlook.update(USER1, occurrences[1], start=at(d + timedelta(days=7), 13),
+                   end=at(d + timedelta(days=7), 14))  # fmt: skip
+    outlook.delete(USER1, occurrences[2])
+    wait_blocks(system, STAFF1, lambda bs: sorted(
+        (instant(b["start"]) - d).days * 100 + instant(b["start"]).hour
+        for b in titled("Stand-up")(bs)
+    ) == [10, 713, 2110], what="the exception moved and the deleted occurrence gone")  # fmt: skip
+
+
+def weekly(first: datetime, count: int) -> dict[str, Any]:
+    return {
+        "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [first.strftime("%A").lower()]},
+        "range": {"type": "numbered", "startDate": first.date().isoformat(),
+                  "numberOfOccurrences": count},
+    }  # fmt: skip
+
+
+def test_a_round_that_would_remove_most_blocks_is_held_until_released(
+    system: System, outlook: Outlook, redis_conn: redis.Redis
+) -> None:
+    state = system.graph_state()
+    uid = next(u["id"] for u in state["users"] if u["mail"] == USER1)
+    before = busy_blocks(system, STAFF1)
+    # Staff empties most of the calendar while no worker runs: one round sees it all.
+    system.processes["worker-0"].stop()
+    for event in state["events"][uid]:
+        if event["subject"] in ("Weekly review", "Conference", "Team meeting"):
+            outlook.delete(USER1, event["id"])
+    system.start_worker(0)
+    held = wait_until(
+        lambda: redis_conn.hget(f"exsync:mailbox:{uid}", "held_removals"), 30, what="a hold"
+    )
+    assert int(held) == 10  # 8 weekly occurrences, the conference, the meeting
+    assert busy_blocks(system, STAFF1) == before, "nothing removed while held"
+
+    token = add_token(redis_conn, "test-holds")
+    auth = {"Authorization": f"Bearer {token}"}
+    listed = httpx.get(f"{system.web_url}/admin/holds", headers=auth).json()["holds"]
+    assert listed == [{"mailbox": uid, "address": USER1, "held_removals": 10}]
+    assert httpx.post(f"{system.web_url}/admin/holds/{uid}/release").status_code == 401
+    released = httpx.post(f"{system.web_url}/admin/holds/{uid}/release", headers=auth)
+    assert released.status_code == 202, released.text
+    left = wait_blocks(system, STAFF1, lambda bs: len(bs) == len(before) - 10, what="release")
+    assert {b["title"] for b in left} == {"Busy"}  # the private visit stays
+    assert not redis_conn.exists(f"exsync:held:{uid}")
