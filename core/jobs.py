@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -175,17 +176,26 @@ def _clear_unless_changed(keys: list[str], args: list[bytes], client: redis.Redi
     client.eval(_clear_unless_changed_script, len(keys), *keys, *args)
 
 
-def run_coalesced(conn: redis.Redis, kind: str, item: str, round_: Callable[[Lock], Any]) -> int:
+def run_coalesced(
+    conn: redis.Redis,
+    kind: str,
+    item: str,
+    round_: Callable[[Lock], Any],
+    *,
+    settle: float = 0.0,
+) -> int:
     """Run `round_` under the item's lock until no change arrived during the last round.
 
     A change that lands during a round bumps the flag, so clearing it fails and earns one more
-    round. Returns how many rounds ran (0: nothing to do).
+    round. With `settle`, each round first waits until the flag stopped moving for that long
+    (at most SETTLE_LIMIT seconds): Graph delivers a burst over a second or two, and reading
+    in the middle of it would only earn the next round. Returns how many rounds ran.
     """
     dirty = store.dirty_key(kind, item)
     rounds = 0
     with item_lock(conn, kind, item) as lock:
         while rounds < MAX_ROUNDS:
-            seen = conn.get(dirty)
+            seen = _settled(conn, dirty, settle) if settle else conn.get(dirty)
             if seen is None:
                 break
             rounds += 1
@@ -194,3 +204,19 @@ def run_coalesced(conn: redis.Redis, kind: str, item: str, round_: Callable[[Loc
         if rounds == MAX_ROUNDS and conn.exists(dirty):
             log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
     return rounds
+
+
+SETTLE_LIMIT = 10.0
+
+
+def _settled(conn: redis.Redis, dirty: str, settle: float) -> bytes | None:
+    """The flag's value once it has not changed for `settle` seconds (or SETTLE_LIMIT passed)."""
+    deadline = time.monotonic() + SETTLE_LIMIT
+    seen = conn.get(dirty)
+    while seen is not None and time.monotonic() < deadline:
+        time.sleep(settle)
+        now = conn.get(dirty)
+        if now == seen:
+            break
+        seen = now
+    return seen

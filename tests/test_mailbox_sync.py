@@ -9,15 +9,17 @@ starts with a meeting, a private doctor's visit, an all-day conference and a wee
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from rq import Queue
 
 from exsync.admin_users import add_token
-from tests.harness import System, wait_until
+from tests.harness import TENANT, System, wait_until
 from tests.sync_support import Outlook, at, busy_blocks, wait_blocks
 
 USER1, STAFF1 = "user1@contoso.example", 1
@@ -193,3 +195,140 @@ def test_a_round_that_would_remove_most_blocks_is_held_until_released(
     left = wait_blocks(system, STAFF1, lambda bs: len(bs) == len(before) - 10, what="release")
     assert {b["title"] for b in left} == {"Busy"}  # the private visit stays
     assert not redis_conn.exists(f"exsync:held:{uid}")
+
+
+def notify(system: System, items: list[dict[str, Any]]) -> httpx.Response:
+    return httpx.post(f"{system.web_url}/webhooks/graph", json={"value": items}, timeout=10)
+
+
+def our_subscription(redis_conn: redis.Redis, uid: str) -> tuple[str, str]:
+    """(subscription id, clientState) of the mailbox's subscription; ("", "") between two."""
+    sub_id = (redis_conn.get(f"exsync:subscription_of:{uid}") or b"").decode()
+    client_state = redis_conn.hget(f"exsync:subscription:{sub_id}", "client_state") or b""
+    return sub_id, client_state.decode()
+
+
+def mailbox_id(system: System, address: str) -> str:
+    return next(u["id"] for u in system.graph_state()["users"] if u["mail"] == address)
+
+
+def test_a_burst_of_1000_notifications_costs_at_most_3_delta_rounds(
+    system: System, redis_conn: redis.Redis
+) -> None:
+    uid = mailbox_id(system, USER1)
+    sub_id, client_state = our_subscription(redis_conn, uid)
+    wait_until(lambda: Queue("exsync", connection=redis_conn).count == 0, 30, what="quiet")
+    before = system.graph_state()["counters"]["delta_rounds"].get(uid, 0)
+    item = {"subscriptionId": sub_id, "clientState": client_state, "changeType": "updated",
+            "resource": f"Users/{uid}/Events/x", "tenantId": TENANT}  # fmt: skip
+
+    def send(_: int) -> int:
+        return notify(system, [item]).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(send, range(1000)))
+    assert set(statuses) == {202}
+    wait_until(lambda: not redis_conn.exists(f"exsync:dirty:mailbox:{uid}"), 60, what="drained")
+    rounds = system.graph_state()["counters"]["delta_rounds"][uid] - before
+    print(f"1000 notifications -> {rounds} delta round(s)")
+    assert 1 <= rounds <= 3, rounds
+
+
+def test_refused_notifications_enqueue_nothing(system: System, redis_conn: redis.Redis) -> None:
+    uid = mailbox_id(system, USER1)
+    sub_id, client_state = our_subscription(redis_conn, uid)
+    wait_until(lambda: Queue("exsync", connection=redis_conn).count == 0, 30, what="quiet")
+    redis_conn.delete(f"exsync:dirty:mailbox:{uid}")
+    good = {"subscriptionId": sub_id, "clientState": client_state, "tenantId": TENANT}
+    wrong_state = notify(system, [{**good, "clientState": "guess"}])
+    unknown = notify(system, [{**good, "subscriptionId": "not-ours"}])
+    foreign = notify(system, [{**good, "tenantId": "00000000-0000-0000-0000-000000000000"}])
+    malformed = httpx.post(f"{system.web_url}/webhooks/graph", content=b"{not json",
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+    assert [r.status_code for r in (wrong_state, unknown, foreign)] == [202, 202, 202]
+    assert all(r.json()["mailboxes"] == 0 for r in (wrong_state, unknown, foreign))
+    assert malformed.status_code == 400 and "JSON" in malformed.json()["reason"]
+    assert not redis_conn.exists(f"exsync:dirty:mailbox:{uid}")
+    assert Queue("exsync", connection=redis_conn).count == 0
+    assert client_state not in system.logs()
+    handshake = httpx.post(f"{system.web_url}/webhooks/graph?validationToken=a%2Bb%3Cc")
+    assert (handshake.status_code, handshake.text) == (200, "a+b<c")
+    assert handshake.headers["content-type"].startswith("text/plain")
+
+
+def test_expired_removed_subscriptions_and_a_stale_delta_token_recover(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    settings = {**QUIET, "EXSYNC_RECONCILE_SECONDS": "3"}
+    system = make_system(graph_args=["--users", "3"], scheduler=True, settings=settings)
+    wait_until(lambda: subscribed(system), 60, what="subscriptions")
+    outlook = Outlook(system)
+    uid = mailbox_id(system, USER1)
+    d = day(12)
+
+    # Expired behind our back: the reconciliation notices and subscribes again.
+    first, _ = our_subscription(redis_conn, uid)
+    with system.graph_http() as http:
+        http.post(f"/_emulator/subscriptions/{first}/expire").raise_for_status()
+    renewed = lambda: our_subscription(redis_conn, uid)[0] not in ("", first)  # noqa: E731
+    wait_until(renewed, 30, what="a new subscription")
+    outlook.create(USER1, subject="After expiry", showAs="busy", start=at(d, 9), end=at(d, 10))
+    wait_blocks(system, STAFF1, titled("After expiry"), what="the event after re-subscribing")
+
+    # Removed with its lifecycle notification: recreated at once, the mailbox resynced.
+    second, _ = our_subscription(redis_conn, uid)
+    outlook.create(USER1, subject="In the gap", showAs="busy", start=at(d, 11), end=at(d, 12))
+    with system.graph_http() as http:
+        http.post(f"/_emulator/subscriptions/{second}/lifecycle",
+                  json={"event": "subscriptionRemoved"}).raise_for_status()  # fmt: skip
+    wait_until(lambda: our_subscription(redis_conn, uid)[0] not in ("", first, second), 30,
+               what="the removed subscription recreated")  # fmt: skip
+    wait_blocks(system, STAFF1, titled("In the gap"))
+
+    # A stale delta token: Graph answers 410, a fresh round runs, nothing is doubled.
+    with system.graph_http() as http:
+        http.post(
+            "/_emulator/faults", json={"kind": "expire_delta", "mailbox": uid}
+        ).raise_for_status()
+        http.delete("/_emulator/faults").raise_for_status()
+    outlook.create(USER1, subject="After the resync", showAs="busy", start=at(d, 13), end=at(d, 14))
+    blocks = wait_blocks(system, STAFF1, titled("After the resync"))
+    ids = [b["external_id"] for b in blocks]
+    assert len(ids) == len(set(ids)), "a fresh round doubled nothing"
+    assert len(titled("After expiry")(blocks)) == 1 and len(titled("In the gap")(blocks)) == 1
+    outlook.http.close()
+
+
+def test_dropped_duplicated_delayed_and_reordered_notifications_converge(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    settings = {**QUIET, "EXSYNC_SAFETY_NET_SECONDS": "8"}
+    system = make_system(graph_args=["--users", "3"], scheduler=True, settings=settings)
+    wait_until(lambda: subscribed(system), 60, what="subscriptions")
+    with system.graph_http() as http:
+        for fault in ({"kind": "notification_drop", "share": 0.3},
+                      {"kind": "notification_duplicate", "share": 0.3},
+                      {"kind": "notification_delay", "seconds": 1.5, "share": 0.3},
+                      {"kind": "notification_reorder", "batch": 3, "hold_seconds": 2}):  # fmt: skip
+            http.post("/_emulator/faults", json=fault).raise_for_status()
+    outlook = Outlook(system)
+    d = day(14)
+    made = [outlook.create(USER1, subject=f"Client call {n}", showAs="busy",
+                           start=at(d, 8 + n), end=at(d, 9 + n)) for n in range(6)]  # fmt: skip
+    for n, event in enumerate(made[:3]):
+        later = d + timedelta(days=1)
+        outlook.update(USER1, event, subject=f"Client call {n} (moved)",
+                       start=at(later, 8 + n), end=at(later, 9 + n))  # fmt: skip
+    outlook.delete(USER1, made[5])
+
+    def converged(blocks: list[dict[str, Any]]) -> bool:
+        calls = sorted(b["title"] for b in blocks if b["title"].startswith("Client call"))
+        moved = [f"Client call {n} (moved)" for n in range(3)]
+        return calls == sorted([*moved, "Client call 3", "Client call 4"])
+
+    wait_blocks(system, STAFF1, converged, timeout=60, what="the same end state")
+    counters = system.graph_state()["counters"]["notifications"]
+    assert counters.get("dropped", 0) >= 1, counters
+    outlook.http.close()

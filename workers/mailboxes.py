@@ -70,7 +70,10 @@ def block_key(user_id: str) -> str:
 
 def sync_mailbox(user_id: str) -> int:
     ctx = context()
-    return jobs.run_coalesced(ctx.redis, "mailbox", user_id, lambda _: _round(ctx, user_id))
+    return jobs.run_coalesced(
+        ctx.redis, "mailbox", user_id, lambda _: _round(ctx, user_id),
+        settle=ctx.settings.coalesce_settle_seconds,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- one round
