@@ -61,3 +61,17 @@ def test_help_lists_every_process_command() -> None:
     assert result.returncode == 0
     for command in ("web", "worker", "scheduler", "emulate", "demo", "failed"):
         assert f"  {command}" in result.stdout
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from core.settings import ENV_PREFIX, Settings
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [
+        ENV_PREFIX + name.upper()
+        for name in Settings.model_fields
+        if f"`{ENV_PREFIX}{name.upper()}`" not in readme
+    ]
+    assert missing == [], f"add these to the README's configuration table: {missing}"
