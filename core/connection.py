@@ -7,7 +7,8 @@ are stored encrypted (core.secrets) and are only decrypted by `client_secret()` 
 `refresh_token()`, never put on the dataclass that pages render.
 
 States: `not_configured` → `configured` (saved, not yet authorized) → `connected` (the service
-account signed in) → `reauthorize` (its refresh token died; every page says so).
+account signed in) → `reauthorize` (its refresh token died; every page says so); Disconnect
+goes `connected` → `disconnecting` → `configured`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Status(StrEnum):
     CONFIGURED = "configured"
     CONNECTED = "connected"
     REAUTHORIZE = "reauthorize"
+    DISCONNECTING = "disconnecting"  # removing our subscriptions (and items, if asked)
 
 
 class EditPolicy(StrEnum):
@@ -186,6 +188,19 @@ def mark_reauthorize(conn: redis.Redis) -> None:
     """The refresh token was refused: say so on every page instead of failing silently."""
     pipe = conn.pipeline()
     pipe.hset(CONNECTION_KEY, "status", Status.REAUTHORIZE)
+    pipe.hdel(CONNECTION_KEY, "refresh_token")
+    pipe.delete(DELEGATED_TOKEN_KEY)
+    pipe.execute()
+
+
+def mark_disconnecting(conn: redis.Redis) -> None:
+    conn.hset(CONNECTION_KEY, "status", Status.DISCONNECTING)
+
+
+def mark_disconnected(conn: redis.Redis) -> None:
+    """Our subscriptions are gone: forget the sign-in, keep the configuration."""
+    pipe = conn.pipeline()
+    pipe.hset(CONNECTION_KEY, mapping={"status": Status.CONFIGURED, "connected_account": ""})
     pipe.hdel(CONNECTION_KEY, "refresh_token")
     pipe.delete(DELEGATED_TOKEN_KEY)
     pipe.execute()

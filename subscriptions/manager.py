@@ -152,7 +152,7 @@ def recreate(ctx: WorkerContext, subscription_id: str) -> Local | None:
     if record is None:
         return None
     delete(ctx, subscription_id)
-    if not ctx.impersonation:
+    if not (ctx.impersonation and ctx.syncing):
         return None
     return create(ctx, record.user_id)
 
@@ -197,7 +197,7 @@ def reconcile(ctx: WorkerContext) -> dict[str, int]:
     no longer has are recreated.
     """
     wanted = {mailbox.user_id for _, mailbox in directory.staff_mailboxes(ctx)}
-    if not ctx.impersonation:
+    if not (ctx.impersonation and ctx.syncing):
         wanted = set()
     at_graph = _ours_at_graph(ctx)
     mine = {r.subscription_id: r for r in all_local(ctx)}

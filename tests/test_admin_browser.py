@@ -18,7 +18,7 @@ import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from exsync.admin_users import add_user
-from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, System
+from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, System, wait_until
 from tests.sync_support import mark_of
 
 ADMIN, PASSWORD = "it.admin@bank.example", "correct horse battery staple"
@@ -103,6 +103,29 @@ def test_an_admin_connects_exchange_and_watches_the_initial_sync(
 
     page.click("#tile-warning")
     expect(page.locator("tr[data-staff]")).to_have_count(1)
+
+    # Disconnect, removing what the sync made, after a confirmation that counts it exactly.
+    wait_until(lambda: len(system.graph_state()["subscriptions"]) == 3, 30, what="subscriptions")
+    page.click("text=Configuration")
+    page.click("#disconnect")
+    events = sum(1 for evs in system.graph_state()["events"].values() for e in evs if mark_of(e))
+    blocks = [a for a in system.coconut_state()["absences"] if a["source"] == "external"]
+    expect(page.locator("#count-events")).to_have_text(str(events))
+    expect(page.locator("#count-blocks")).to_have_text(str(len(blocks)))
+    page.check("#remove_items")
+    page.check("#confirm")
+    page.click("button.danger")
+    expect(page.locator(".banner.ok")).to_contain_text("Disconnecting")
+
+    def all_gone() -> bool:
+        graph, coconut = system.graph_state(), system.coconut_state()
+        ours = [e for evs in graph["events"].values() for e in evs if mark_of(e)]
+        external = [a for a in coconut["absences"] if a["source"] == "external"]
+        return not graph["subscriptions"] and not ours and not external
+
+    wait_until(all_gone, 60, what="our subscriptions, events and blocks removed")
+    page.reload()
+    expect(page.locator(".status")).to_contain_text("Not connected yet")
 
 
 def test_authorizing_as_another_account_is_refused_by_name(system: System, page: Page) -> None:

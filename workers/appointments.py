@@ -111,6 +111,8 @@ def _reconcile_round(ctx: WorkerContext) -> int:
 
 
 def _appointment_round(ctx: WorkerContext, appointment_id: str) -> None:
+    if not ctx.syncing:
+        return  # the initial sync after the next Authorize brings everything back in line
     appointment = ctx.coconut.get_appointment(int(appointment_id))
     wanted: dict[str, EventDraft] = {}
     if is_live(appointment):
@@ -124,6 +126,8 @@ def _appointment_round(ctx: WorkerContext, appointment_id: str) -> None:
 
 
 def _absence_round(ctx: WorkerContext, absence_id: str) -> None:
+    if not ctx.syncing:
+        return
     absence = ctx.coconut.get_absence(int(absence_id))
     wanted: dict[str, EventDraft] = {}
     draft = absence_event(absence) if absence is not None else None

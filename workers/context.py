@@ -30,7 +30,12 @@ from core.throttle import MailboxGate
 T = TypeVar("T")
 ACCESS_CHECK_SECONDS = 5
 _ACCESS_FIELDS = ("status", "connected_at", "impersonation", "graph_url", "authority", "client_id")
-_AUTHORIZED = {connection.Status.CONNECTED, connection.Status.REAUTHORIZE}
+_AUTHORIZED = {
+    connection.Status.CONNECTED,
+    connection.Status.REAUTHORIZE,
+    connection.Status.DISCONNECTING,
+}
+_SYNCING = {connection.Status.NOT_CONFIGURED, connection.Status.CONNECTED}
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,13 @@ class WorkerContext:
             return graph_client(endpoint, credential)
         credential = app_credential(s.graph_endpoint, s.tenant_id, s.client_id, s.client_secret)
         return graph_client(s.graph_endpoint, credential)
+
+    @property
+    def syncing(self) -> bool:
+        """Whether jobs should write anywhere: not while the admin's connection is unauthorized,
+        needs re-authorizing or is being disconnected (an environment-only setup always syncs)."""
+        status = self.redis.hget(connection.CONNECTION_KEY, "status")
+        return status is None or status.decode() in _SYNCING
 
     @property
     def options(self) -> SyncOptions:

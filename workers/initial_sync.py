@@ -1,10 +1,11 @@
 """The initial sync after Authorize: everything that already exists is created on the other side.
 
-For every Coconut staff member who takes appointments and has a mailbox, it queues the same
-coalesced jobs the webhooks queue: each upcoming appointment and Coconut absence into Outlook,
-the mailbox's delta round into Coconut busy time. Nothing here writes anywhere itself, so a
-crash loses nothing (RQ retries this job, and a staff member already listed is skipped) and
-nothing doubles (the jobs are idempotent and coalesced per item).
+For every Coconut staff member who takes appointments and has a mailbox, it subscribes to the
+mailbox (app-only mode) and queues the same coalesced jobs the webhooks queue: each upcoming
+appointment and Coconut absence into Outlook, the mailbox's delta round into Coconut busy time.
+Beyond the subscription nothing here writes anywhere itself, so a crash loses nothing (RQ
+retries this job, and a staff member already listed is skipped) and nothing doubles (the jobs
+are idempotent and coalesced per item).
 
 Progress is read, not counted (core.progress).
 """
@@ -20,6 +21,7 @@ from rq import get_current_job
 
 from core import jobs
 from core.progress import RUN_KEY, items_key, user_key
+from subscriptions import manager
 from workers import directory
 from workers.appointments import SYNC_ABSENCE, SYNC_APPOINTMENT
 from workers.context import context
@@ -48,6 +50,8 @@ def _queue_everything(connection_name: str) -> int:
         staff_id = str(staff.id)
         if ctx.redis.hget(user_key(staff_id), "listed"):
             continue  # a resumed run: this staff member's items are queued already
+        if ctx.impersonation:
+            manager.ensure(ctx, mailbox.user_id)  # real-time from now on; delegated mode polls
         items = [("mailbox", mailbox.user_id, SYNC_MAILBOX)]
         items += [
             ("appointment", str(a.id), SYNC_APPOINTMENT)

@@ -80,6 +80,8 @@ def sync_mailbox(user_id: str) -> int:
 
 
 def _round(ctx: WorkerContext, user_id: str) -> None:
+    if not ctx.syncing:
+        return  # the initial sync after the next Authorize brings everything back in line
     staff = _staff(ctx, user_id)
     if staff is None:
         return

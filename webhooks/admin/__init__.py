@@ -17,7 +17,7 @@ from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from core.secrets import SETTING, SecretBox
-from webhooks.admin import api, auth, exchange, pages, users
+from webhooks.admin import api, auth, disconnect, exchange, pages, users
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -47,6 +47,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(exchange.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(disconnect.bp)
     app.add_template_filter(_when, "when")
 
 

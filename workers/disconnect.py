@@ -1,0 +1,48 @@
+"""Disconnect: our subscriptions go, and if the admin asked, our items on both sides too.
+
+Runs while the connection's credentials still work (status `disconnecting`, in which no other
+job writes), then forgets the sign-in. Only what carries our mark or our mapping is removed:
+Outlook events we projected and the busy blocks we wrote; nothing staff made themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core import connection, store
+from core.marks import ProjectionIndex
+from subscriptions import manager
+from workers import exchange
+from workers.context import context
+from workers.mailboxes import remove_block
+
+log = logging.getLogger(__name__)
+
+
+def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
+    """`what`: "subscriptions" (ours only) or "everything" (our events and blocks as well)."""
+    ctx = context()
+    removed = {"subscriptions": 0, "events": 0, "blocks": 0}
+    for record in manager.all_local(ctx):
+        manager.delete(ctx, record.subscription_id)
+        removed["subscriptions"] += 1
+    if what == "everything":
+        index = ProjectionIndex(ctx.redis)
+        for mailbox in _mailboxes_with(ctx, "projected"):
+            for projection in index.in_mailbox(mailbox):
+                exchange.delete(ctx, mailbox, projection.event_id)
+                index.remove(projection)
+                removed["events"] += 1
+        for mailbox in _mailboxes_with(ctx, "block"):
+            for event_id in ctx.redis.hkeys(store.block_key(mailbox)):
+                remove_block(ctx, mailbox, event_id.decode())
+                removed["blocks"] += 1
+    connection.mark_disconnected(ctx.redis)
+    ctx.redis.hset(store.key("disconnect"), mapping={**removed, "done": 1})
+    log.info("disconnect.done", extra=removed)
+    return removed
+
+
+def _mailboxes_with(ctx, kind: str) -> list[str]:  # type: ignore[no-untyped-def]
+    prefix = store.key(kind, "")
+    return [k.decode()[len(prefix) :] for k in ctx.redis.scan_iter(match=prefix + "*", count=500)]
