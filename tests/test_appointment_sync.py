@@ -303,7 +303,8 @@ def test_a_mailbox_exchange_refuses_is_that_staff_members_error(
     )
     wait_for_events(system, "user1@contoso.example", mark(appt), 1)
     error = wait_until(lambda: redis_conn.hget("exsync:staff:2", "error"), 30, what="the error")
-    assert b"Exchange refused access to this mailbox (403)" in error
+    assert b"Exchange refused access to this mailbox (403 ErrorAccessDenied)" in error
+    assert b"RBAC for Applications" in error
     assert marked_events(system, "user2@contoso.example", mark(appt)) == []
 
 

@@ -76,7 +76,7 @@ def test_delegated_mode_writes_shared_calendars_only_and_asks_to_reauthorize(
     # member's row says so (an app-only token would have written it).
     unshared = coconut.book(start, staff_id=2)
     error = wait_until(lambda: redis_conn.hget("exsync:staff:2", "error"), 30, what="the error")
-    assert b"403" in error
+    assert b"403" in error and b"lacks Author permission on this calendar" in error
     assert marked_events(system, "user2@contoso.example", f"exsync:appointment:{unshared}") == []
 
     # The service account's sessions are revoked: the next refresh is refused, and the

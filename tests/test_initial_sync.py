@@ -135,3 +135,33 @@ def test_exsync_status_lists_the_same_rows(make_system) -> None:  # type: ignore
         "user1@contoso.example",
         "admin@contoso.example",
     }
+
+
+def test_an_admin_matches_a_staff_member_to_another_mailbox(
+    make_system, redis_conn: redis.Redis  # type: ignore[no-untyped-def]
+) -> None:
+    system = make_system(graph_args=["--users", "3"])
+    with system.graph_http() as http:
+        http.post("/_emulator/users", json={"mail": "nora.n@contoso.example"}).raise_for_status()
+    run_cli(system, "initial-sync")
+    auth = {"Authorization": f"Bearer {add_token(redis_conn, 'test-override')}"}
+
+    def nora() -> dict:
+        rows = httpx.get(f"{system.web_url}/admin/api/users", headers=auth, timeout=5).json()
+        return next((u for u in rows["users"] if u["email"] == "nomailbox@contoso.example"), {})
+
+    wait_until(lambda: nora().get("state") == "warning", 60, what="Nora's warning")
+    staff_id = nora()["staff_id"]
+    answer = httpx.post(
+        f"{system.web_url}/admin/exchange/users/{staff_id}/mailbox",
+        data={"address": "nora.n@contoso.example"}, headers=auth,
+    )  # fmt: skip
+    assert answer.status_code == 303
+    wait_until(lambda: nora().get("state") == "syncing", 60, what="Nora matched")
+    assert nora()["mailbox"] == "nora.n@contoso.example"
+    wait_until(lambda: nora().get("subscription") == "live", 30, what="her mailbox subscribed")
+    refused = httpx.post(
+        f"{system.web_url}/admin/exchange/users/{staff_id}/mailbox",
+        data={"address": "not an address"}, headers=auth,
+    )  # fmt: skip
+    assert refused.status_code == 303 and nora()["mailbox"] == "nora.n@contoso.example"

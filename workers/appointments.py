@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 SYNC_APPOINTMENT = "workers.appointments.sync_appointment"
 SYNC_ABSENCE = "workers.appointments.sync_absence"
+SYNC_STAFF_MAILBOX = "workers.appointments.sync_staff_mailbox"
+SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 # Coconut's updated_at and our clock differ a little; re-reading a few minutes costs nothing.
 RECONCILE_OVERLAP = timedelta(minutes=5)
 
@@ -58,6 +60,7 @@ def sync_staff(staff_id: str) -> int:
     """
     ctx = context()
     ctx.redis.hdel(directory.staff_key(staff_id), "checked_at")
+    jobs.ensure_queued(ctx.queue, SYNC_STAFF_MAILBOX, "staff_mailbox", staff_id)
     since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
     queued = 0
     for appointment in ctx.coconut.appointments(user=int(staff_id), start_after=since):
@@ -72,6 +75,20 @@ def sync_staff(staff_id: str) -> int:
         jobs.ensure_queued(ctx.queue, func, projection.kind, projection.item_id)
         queued += 1
     return queued
+
+
+def sync_staff_mailbox(staff_id: str) -> None:
+    """(Re)match the staff member's mailbox; a covered one is subscribed and read."""
+    from subscriptions import manager
+
+    ctx = context()
+    ctx.redis.delete(store.dirty_key("staff_mailbox", staff_id))
+    user_id = _mailbox_of(ctx, ctx.coconut.get_user(int(staff_id)))
+    if user_id is None or not ctx.syncing:
+        return
+    if ctx.impersonation:
+        manager.ensure(ctx, user_id)
+    jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
 
 
 def reconcile_coconut(item: str = "all") -> int:
@@ -222,7 +239,7 @@ def _mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
     except ODataError as exc:
         if exc.response_status_code != 403:
             raise
-        reason = exchange.refusal(exc)
+        reason = exchange.refusal(exc, delegated=not ctx.impersonation)
         ctx.redis.hset(directory.staff_key(str(staff.id)), "error", reason)
         log.warning("mailbox.refused", extra={"staff_id": staff.id})
         return None

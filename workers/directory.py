@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
-from core import store
+from core import jobs, store
 from core.coconut import Staff
 from core.staff_status import ROSTER_KEY
 from workers.context import WorkerContext
@@ -23,6 +23,7 @@ from workers.context import WorkerContext
 log = logging.getLogger(__name__)
 
 MATCH_TTL = 3600
+FORGET_MAILBOX = "workers.mailboxes.forget_mailbox"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None
     if fresh and cached.get(b"address", b"").decode() == address and cached.get(b"user_id"):
         return Mailbox(cached[b"user_id"].decode(), address)
     user_id = ctx.run(_lookup(ctx, address))
+    previous = cached.get(b"user_id", b"").decode()
+    if previous and previous != user_id:
+        # The staff member no longer owns that mailbox: stop syncing it into their calendar.
+        ctx.redis.hdel(store.mailbox_key(previous), "staff_id")
+        jobs.ensure_queued(ctx.queue, FORGET_MAILBOX, "forget", previous)
     pipe = ctx.redis.pipeline()
     pipe.hset(staff_key(staff_id), mapping={"address": address, "checked_at": time.time()})
     if user_id is None:

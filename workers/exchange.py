@@ -107,14 +107,21 @@ async def _call(ctx: WorkerContext, mailbox: str, request):  # type: ignore[no-u
         return await ctx.gate.call(mailbox, request)
     except ODataError as exc:
         if exc.response_status_code == 403:
-            raise MailboxRefused(refusal(exc)) from None
+            raise MailboxRefused(refusal(exc, delegated=not ctx.impersonation)) from None
         raise
 
 
-def refusal(exc: ODataError) -> str:
-    """A 403 in plain words, for the staff member's row on the User Accounts view."""
-    message = exc.error.message if exc.error and exc.error.message else "access denied"
-    return f"Exchange refused access to this mailbox (403): {message}"
+def refusal(exc: ODataError, *, delegated: bool) -> str:
+    """A 403 in plain words with Graph's code and the fix, for the User Accounts row."""
+    code = exc.error.code if exc.error and exc.error.code else "ErrorAccessDenied"
+    fix = (
+        "the service account lacks Author permission on this calendar: ask the staff member "
+        "(or an Exchange admin) to share it with the service account as Author"
+        if delegated
+        else "the app may not open this mailbox: add it to the RBAC for Applications scope "
+        "of the app's Application Calendars.ReadWrite role (see the README)"
+    )
+    return f"Exchange refused access to this mailbox (403 {code}): {fix}"
 
 
 def _event(draft: EventDraft) -> Event:

@@ -410,6 +410,27 @@ def _upsert(
     ctx.redis.hset(block_key(user_id), event_id, json.dumps(asdict(block)))
 
 
+def forget_mailbox(user_id: str) -> int:
+    """A mailbox no longer matched to anyone: its busy blocks and subscription go."""
+    from subscriptions import manager
+
+    ctx = context()
+    ctx.redis.delete(store.dirty_key("forget", user_id))
+    with jobs.item_lock(ctx.redis, "mailbox", user_id):
+        if ctx.redis.hexists(store.mailbox_key(user_id), "staff_id"):
+            return 0  # matched again meanwhile
+        removed = 0
+        for event_id in ctx.redis.hkeys(block_key(user_id)):
+            remove_block(ctx, user_id, event_id.decode())
+            removed += 1
+        record = manager.for_mailbox(ctx, user_id)
+        if record is not None:
+            manager.delete(ctx, record.subscription_id)
+        ctx.redis.hdel(store.mailbox_key(user_id), "delta_link", "window_start")
+    log.info("mailbox.forgotten", extra={"mailbox": user_id, "blocks": removed})
+    return removed
+
+
 def remove_block(ctx: WorkerContext, user_id: str, event_id: str) -> None:
     raw = ctx.redis.hget(block_key(user_id), event_id)
     if raw is None:

@@ -11,12 +11,13 @@ process never calls Graph or Coconut.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from core import connection, jobs, staff_status
+from core import connection, jobs, staff_status, store
 from core.progress import progress
 from core.staff_status import State
 from webhooks.admin import pages
@@ -25,6 +26,7 @@ from webhooks.admin.auth import require_admin
 bp = Blueprint("admin_users", __name__)
 
 SYNC_STAFF = "workers.appointments.sync_staff"
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
@@ -72,6 +74,27 @@ def resync(staff_id: str) -> BaseResponse:
         return redirect(url_for("admin_users.users"))
     _queue_staff([row for row in _rows() if row.staff_id == staff_id])
     flash("Resync queued.", "ok")
+    return redirect(url_for("admin_users.users"), code=303)
+
+
+@bp.post("/admin/exchange/users/<staff_id>/mailbox")
+@require_admin
+def override_mailbox(staff_id: str) -> BaseResponse:
+    """Match this staff member to another mailbox than their Coconut email (blank: the email)."""
+    services = current_app.extensions["exsync"]
+    address = request.form.get("address", "").strip().lower()
+    if not staff_id.isdigit() or (address and not EMAIL.match(address)):
+        flash("Enter the mailbox's email address, or leave it blank to use the Coconut email.",
+              "error")  # fmt: skip
+        return redirect(url_for("admin_users.users"), code=303)
+    key = store.key("staff", staff_id, "mailbox_override")
+    if address:
+        services.redis.set(key, address)
+    else:
+        services.redis.delete(key)
+    services.redis.hdel(store.key("staff", staff_id), "checked_at")
+    jobs.ensure_queued(services.queue, SYNC_STAFF, "staff", staff_id)
+    flash(f"Mailbox match {'set to ' + address if address else 'reset'}; resync queued.", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
 
