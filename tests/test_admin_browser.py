@@ -140,3 +140,25 @@ def test_a_signed_out_visitor_cannot_reach_the_settings(system: System, page: Pa
     page.goto(f"{system.web_url}/admin/exchange/users")
     expect(page.locator("#email")).to_be_visible()
     assert "/admin/sign-in" in page.url
+
+
+def test_with_impersonation_off_the_sync_runs_on_the_delegated_token(
+    system: System, page: Page
+) -> None:
+    with system.graph_http() as http:
+        users = {u["mail"]: u["id"] for u in http.get("/_emulator/state").json()["users"]}
+        share = {"owner": users["user1@contoso.example"], "delegate": users[SERVICE_ACCOUNT]}
+        http.post("/_emulator/shares", json={**share, "role": "write"}).raise_for_status()
+    sign_in_and_configure(page, system, impersonation=False)
+    authorize_as(page, SERVICE_ACCOUNT)
+    expect(page.locator(".status")).to_contain_text(f"Connected as {SERVICE_ACCOUNT}")
+    page.click("text=User Accounts")
+    shared = page.locator("tr[data-staff]", has_text="user1@contoso.example")
+    expect(shared).to_contain_text("Syncing", timeout=60_000)
+    expect(shared).to_contain_text("polling")
+    unshared = page.locator("tr[data-staff]", has_text="user2@contoso.example")
+    expect(unshared).to_contain_text("lacks Author permission", timeout=60_000)
+    assert system.graph_state()["subscriptions"] == [], "delegated mode polls, it never subscribes"
+    events = system.graph_state()["events"]
+    assert any(mark_of(e) for e in events[users["user1@contoso.example"]])
+    assert not any(mark_of(e) for e in events[users["user2@contoso.example"]])

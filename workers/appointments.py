@@ -17,8 +17,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
 from core import jobs, store
 from core.coconut import Staff
 from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
@@ -234,15 +232,7 @@ def _mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
             "no longer takes appointments in Coconut: their Outlook projections were removed",
         )
         return None
-    try:
-        mailbox = directory.mailbox_for(ctx, str(staff.id), staff.email)
-    except ODataError as exc:
-        if exc.response_status_code != 403:
-            raise
-        reason = exchange.refusal(exc, delegated=not ctx.impersonation)
-        ctx.redis.hset(directory.staff_key(str(staff.id)), "error", reason)
-        log.warning("mailbox.refused", extra={"staff_id": staff.id})
-        return None
+    mailbox = directory.mailbox_for(ctx, str(staff.id), staff.email)
     return mailbox.user_id if mailbox is not None else None
 
 

@@ -19,6 +19,7 @@ from core import jobs, store
 from core.coconut import Staff
 from core.staff_status import ROSTER_KEY
 from workers.context import WorkerContext
+from workers.exchange import refusal
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,14 @@ def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None
     fresh = time.time() - float(cached.get(b"checked_at", 0)) < MATCH_TTL
     if fresh and cached.get(b"address", b"").decode() == address and cached.get(b"user_id"):
         return Mailbox(cached[b"user_id"].decode(), address)
-    user_id = ctx.run(_lookup(ctx, address))
+    try:
+        user_id = ctx.run(_lookup(ctx, address))
+    except ODataError as exc:
+        if exc.response_status_code != 403:
+            raise
+        ctx.redis.hset(staff_key(staff_id), "error", refusal(exc, delegated=not ctx.impersonation))
+        log.warning("directory.refused", extra={"staff_id": staff_id})
+        return None
     previous = cached.get(b"user_id", b"").decode()
     if previous and previous != user_id:
         # The staff member no longer owns that mailbox: stop syncing it into their calendar.
@@ -79,6 +87,11 @@ async def _lookup(ctx: WorkerContext, address: str) -> str | None:
     except ODataError as exc:
         if exc.response_status_code == 404:
             return None
+        if exc.response_status_code == 403 and not ctx.impersonation:
+            # The service account may not read the directory (it asks for User.Read only);
+            # Graph takes the address wherever a user id goes, and the calendar itself tells
+            # whether it was shared with us.
+            return address
         raise
     if user is None or not user.id:
         return None
