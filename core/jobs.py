@@ -67,16 +67,28 @@ def ensure_queued(
     *,
     retries: int | None = None,
     timeout: int | None = None,
+    also: Callable[[redis.client.Pipeline], object] | None = None,
 ) -> str:
     """Mark the item dirty and make sure a job will read it after now. Returns the job id used.
 
     `func` is a dotted path so that the web process never imports the workers (and with them the
-    Graph and Coconut clients). Raises redis.ConnectionError when Redis is down.
+    Graph and Coconut clients). `also` adds commands to the first round trip. Raises
+    redis.ConnectionError when Redis is down.
     """
     retries = JobPolicy.retries if retries is None else retries
     timeout = max(JobPolicy.timeout, timeout or 0)
     conn = queue.connection
-    conn.incr(store.dirty_key(kind, item))
+    first = job_id(kind, item)
+    # The hot path, one round trip: mark dirty, then see whether the job already waits. A job
+    # seen waiting has not read the flag yet (a worker marks it started before it reads).
+    pipe = conn.pipeline(transaction=False)
+    if also is not None:
+        also(pipe)  # the caller's own bookkeeping rides along in the same round trip
+    pipe.incr(store.dirty_key(kind, item))
+    pipe.hget(Job.key_for(first), "status")
+    status = pipe.execute()[-1]
+    if status is not None and status.decode() in PENDING_STATES:
+        return first
     for suffix in ("", "-followup"):
         candidate = job_id(kind, item, suffix)
         if _enqueue_unique(queue, func, candidate, item, retries, timeout):

@@ -55,9 +55,14 @@ def notifications() -> tuple[Response, int] | Response:
         except InvalidItem as exc:
             log.info("graph.item_refused", extra={"reason": str(exc)})
     # Graph batches several changes per POST; one job per mailbox covers them all.
+    now = int(time.time())
     for mailbox in sorted(mailboxes):
-        services.redis.hset(store.mailbox_key(mailbox), "last_notification_at", int(time.time()))
-        jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox)
+        jobs.ensure_queued(
+            services.queue, SYNC_MAILBOX, "mailbox", mailbox,
+            also=lambda pipe, m=mailbox: pipe.hset(
+                store.mailbox_key(m), "last_notification_at", now
+            ),
+        )  # fmt: skip
     log.info("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
     return jsonify(status="accepted", mailboxes=len(mailboxes)), 202
 
@@ -130,4 +135,20 @@ def _verified_mailbox(services: Any, item: dict[str, Any]) -> str:
 
 
 def _subscription(conn: redis.Redis, subscription_id: str) -> dict[bytes, bytes]:
-    return conn.hgetall(store.subscription_key(subscription_id))  # type: ignore[return-value]
+    """Our record of the subscription, cached briefly in this process: every notification
+    needs it, and it only changes when a subscription is created, renewed or deleted."""
+    now = time.monotonic()
+    cached = _known.get(subscription_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    record: dict[bytes, bytes] = conn.hgetall(store.subscription_key(subscription_id))  # type: ignore[assignment]
+    if record:  # an unknown id is looked up again next time: it may be brand new
+        if len(_known) > CACHE_SIZE:
+            _known.clear()
+        _known[subscription_id] = (now + CACHE_SECONDS, record)
+    return record
+
+
+CACHE_SECONDS = 30.0
+CACHE_SIZE = 100_000
+_known: dict[str, tuple[float, dict[bytes, bytes]]] = {}
