@@ -63,7 +63,9 @@ def users() -> tuple[str, int]:
         display_name=connection.load(services.redis).display_name,
         initial=initial,
         per_user={u.staff_id: u for u in initial.users},
-        refresh=initial.state in ("running", "queued"),
+        # Also while the initial sync waits for a worker: it has not written its progress yet.
+        refresh=initial.state in ("running", "queued")
+        or bool(services.redis.exists(store.dirty_key("initial_sync", "exchange"))),
     )
 
 
