@@ -6,43 +6,38 @@ subscriptions.manager; the web process queues them by dotted path and never call
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from core import jobs
 from subscriptions import manager
 from workers import directory
-from workers.context import context
+from workers.context import WorkerContext, context
 
 
 def reauthorize_subscription(subscription_id: str) -> None:
     """Lifecycle `reauthorizationRequired`."""
-    ctx = context()
-    jobs.run_coalesced(
-        ctx.redis, "subscription", subscription_id,
-        lambda _: manager.reauthorize(ctx, subscription_id),
-    )  # fmt: skip
+    _on_subscription(subscription_id, manager.reauthorize)
 
 
 def recreate_subscription(subscription_id: str) -> None:
     """Lifecycle `subscriptionRemoved`: a new subscription, and the mailbox resynced."""
-    ctx = context()
-    jobs.run_coalesced(
-        ctx.redis, "subscription", subscription_id,
-        lambda _: manager.recreate(ctx, subscription_id),
-    )  # fmt: skip
+    _on_subscription(subscription_id, manager.recreate)
 
 
 def renew_subscription(subscription_id: str) -> None:
     """The scheduler's renewal before expiry."""
-    ctx = context()
-    jobs.run_coalesced(
-        ctx.redis, "subscription", subscription_id, lambda _: manager.renew(ctx, subscription_id)
-    )
+    _on_subscription(subscription_id, manager.renew)
 
 
 def delete_subscription(subscription_id: str) -> None:
     """The admin removed it."""
+    _on_subscription(subscription_id, manager.delete)
+
+
+def _on_subscription(subscription_id: str, action: Callable[[WorkerContext, str], object]) -> None:
     ctx = context()
     jobs.run_coalesced(
-        ctx.redis, "subscription", subscription_id, lambda _: manager.delete(ctx, subscription_id)
+        ctx.redis, "subscription", subscription_id, lambda _: action(ctx, subscription_id)
     )
 
 

@@ -69,6 +69,13 @@ class CoconutAdmin:
         return self.http.get(f"{API}/appointments/{appointment_id}").raise_for_status().json()
 
 
+def graph_fault(system: System, **spec: Any) -> None:
+    """Arm one of the Graph emulator's faults (kinds in emulators/graph/faults.py)."""
+    with system.graph_http() as http:
+        armed = http.post("/_emulator/faults", json=spec)
+        assert armed.status_code < 300, armed.text
+
+
 def user_id(system: System, address: str) -> str:
     users = system.graph_state()["users"]
     return next(u["id"] for u in users if u["mail"] == address)

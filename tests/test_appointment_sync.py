@@ -26,7 +26,14 @@ import redis
 from rq import Queue
 
 from tests.harness import COCONUT_WEBHOOK_SECRET, System, wait_until
-from tests.sync_support import CoconutAdmin, marked_events, user_id, utc, wait_for_events
+from tests.sync_support import (
+    CoconutAdmin,
+    graph_fault,
+    marked_events,
+    user_id,
+    utc,
+    wait_for_events,
+)
 from webhooks.coconut_signature import sign
 
 TORONTO = ZoneInfo("America/Toronto")
@@ -207,12 +214,7 @@ def test_a_worker_killed_mid_job_leaves_exactly_one_event(
     # Graph carries out the create, then answers late: the worker is killed after the event
     # exists but before it learns the event's id, the worst moment for a duplicate.
     mailbox = user_id(system, "user1@contoso.example")
-    with system.graph_http() as http:
-        armed = http.post(
-            "/_emulator/faults",
-            json={"kind": "slow_response", "seconds": 30, "mailbox": mailbox, "count": 1},
-        )
-        assert armed.status_code < 300, armed.text
+    graph_fault(system, kind="slow_response", seconds=30, mailbox=mailbox, count=1)
     day = next_weekday(11)
     appt = coconut.book(local(day, 10).isoformat(), staff_id=1)
     wait_for_events(system, "user1@contoso.example", mark(appt), 1)
@@ -230,12 +232,7 @@ def test_graph_throttling_delays_the_event_without_a_failure(
     system: System, coconut: CoconutAdmin, redis_conn: redis.Redis
 ) -> None:
     mailbox = user_id(system, "user1@contoso.example")
-    with system.graph_http() as http:
-        armed = http.post(
-            "/_emulator/faults",
-            json={"kind": "throttle", "retry_after": 2, "mailbox": mailbox, "count": 3},
-        )
-        assert armed.status_code < 300, armed.text
+    graph_fault(system, kind="throttle", retry_after=2, mailbox=mailbox, count=3)
     started = time.monotonic()
     appt = coconut.book(local(next_weekday(12), 13).isoformat(), staff_id=1)
     wait_for_events(system, "user1@contoso.example", mark(appt), 1)
@@ -294,10 +291,7 @@ def test_staff_who_stop_taking_appointments_lose_their_projections_with_a_warnin
 def test_a_mailbox_exchange_refuses_is_that_staff_members_error(
     system: System, coconut: CoconutAdmin, redis_conn: redis.Redis
 ) -> None:
-    mailbox = user_id(system, "user2@contoso.example")
-    with system.graph_http() as http:
-        armed = http.post("/_emulator/faults", json={"kind": "forbidden", "mailbox": mailbox})
-        assert armed.status_code < 300, armed.text
+    graph_fault(system, kind="forbidden", mailbox=user_id(system, "user2@contoso.example"))
     appt = coconut.book(
         local(next_weekday(14), 10).isoformat(), staff_id=2, additional_staff_id=[1]
     )

@@ -34,10 +34,18 @@ def subscribed(system: System) -> bool:
     return len(system.graph_state()["subscriptions"]) == 3
 
 
+def subscribed_system(make_system, **settings: str) -> System:  # type: ignore[no-untyped-def]
+    """The whole system with a scheduler, once each staff mailbox has its subscription."""
+    system = make_system(
+        graph_args=["--users", "3"], scheduler=True, settings={**QUIET, **settings}
+    )
+    wait_until(lambda: subscribed(system), 60, what="a subscription per staff mailbox")
+    return system
+
+
 @pytest.fixture
 def system(make_system) -> System:  # type: ignore[no-untyped-def]
-    system = make_system(graph_args=["--users", "3"], scheduler=True, settings=QUIET)
-    wait_until(lambda: subscribed(system), 60, what="a subscription per staff mailbox")
+    system = subscribed_system(make_system)
     wait_until(lambda: len(busy_blocks(system, STAFF1)) >= 11, 60, what="the seeded events")
     return system
 
@@ -260,9 +268,7 @@ def test_expired_removed_subscriptions_and_a_stale_delta_token_recover(
     make_system,
     redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
 ) -> None:
-    settings = {**QUIET, "EXSYNC_RECONCILE_SECONDS": "3"}
-    system = make_system(graph_args=["--users", "3"], scheduler=True, settings=settings)
-    wait_until(lambda: subscribed(system), 60, what="subscriptions")
+    system = subscribed_system(make_system, EXSYNC_RECONCILE_SECONDS="3")
     outlook = Outlook(system)
     uid = mailbox_id(system, USER1)
     d = day(12)
@@ -304,9 +310,7 @@ def test_dropped_duplicated_delayed_and_reordered_notifications_converge(
     make_system,
     redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
 ) -> None:
-    settings = {**QUIET, "EXSYNC_SAFETY_NET_SECONDS": "8"}
-    system = make_system(graph_args=["--users", "3"], scheduler=True, settings=settings)
-    wait_until(lambda: subscribed(system), 60, what="subscriptions")
+    system = subscribed_system(make_system, EXSYNC_SAFETY_NET_SECONDS="8")
     with system.graph_http() as http:
         for fault in ({"kind": "notification_drop", "share": 0.3},
                       {"kind": "notification_duplicate", "share": 0.3},
