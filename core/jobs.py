@@ -147,9 +147,11 @@ def _discard(conn: redis.Redis, candidate: str) -> None:
 def item_lock(conn: redis.Redis, kind: str, item: str) -> Iterator[Lock]:
     """Hold the item's lock for as long as the job runs, however long a round takes (a thread
     renews it); a killed worker stops renewing, so the lock frees itself within LOCK_SECONDS."""
+    # Not thread-local: the keeper thread renews the lock the job's thread took.
     lock = conn.lock(
-        store.lock_key(kind, item), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS * 3
-    )
+        store.lock_key(kind, item), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS * 3,
+        thread_local=False,
+    )  # fmt: skip
     if not lock.acquire():
         raise LockBusy(f"{kind} {item} is locked by another worker")
     done = threading.Event()
