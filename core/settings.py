@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     event_body_template: str = ""
 
     show_event_titles: bool = False
+    # Coconut's "manual user syncing": only staff an admin enabled on User Accounts are synced.
+    manual_user_sync: bool = False
     # What a sync does when a staff member edits or deletes a projected appointment in Outlook.
     edit_policy: EditPolicy = EditPolicy.RESTORE
     # A sync round that would remove more than this share of a mailbox's busy blocks (and at

@@ -22,6 +22,8 @@ import redis
 from core import store
 
 ROSTER_KEY = store.key("roster")
+ENABLED_KEY = store.key("enabled_staff")  # with manual user syncing: the staff ids enabled
+NOT_ENABLED = "not enabled for syncing (manual user syncing is on)"
 
 
 class State(StrEnum):
@@ -47,6 +49,7 @@ class StaffRow:
     to_exchange: int  # our events in the mailbox
     to_coconut: int  # busy blocks written from the mailbox
     held_removals: int
+    enabled: bool
 
 
 def rows(conn: redis.Redis, *, polling: bool) -> list[StaffRow]:
@@ -107,6 +110,7 @@ def _row(
         to_exchange=conn.hlen(store.key("projected", user_id)) if user_id else 0,
         to_coconut=conn.hlen(store.block_key(user_id)) if user_id else 0,
         held_removals=held,
+        enabled=bool(conn.sismember(ENABLED_KEY, staff_id)),
     )
 
 

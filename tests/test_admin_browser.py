@@ -162,3 +162,17 @@ def test_with_impersonation_off_the_sync_runs_on_the_delegated_token(
     events = system.graph_state()["events"]
     assert any(mark_of(e) for e in events[users["user1@contoso.example"]])
     assert not any(mark_of(e) for e in events[users["user2@contoso.example"]])
+
+
+def test_a_non_admin_is_refused_and_told_why(
+    system: System, page: Page, redis_conn: redis.Redis
+) -> None:
+    add_user(redis_conn, "teller@bank.example", PASSWORD, "staff")
+    page.goto(f"{system.web_url}/admin/exchange")
+    page.fill("#email", "teller@bank.example")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("main")).to_contain_text("teller@bank.example")
+    answer = page.request.get(f"{system.web_url}/admin/api/users")
+    assert answer.status == 403
+    assert page.request.get(f"{system.web_url}/admin/exchange/users").status == 403

@@ -138,7 +138,8 @@ def test_exsync_status_lists_the_same_rows(make_system) -> None:  # type: ignore
 
 
 def test_an_admin_matches_a_staff_member_to_another_mailbox(
-    make_system, redis_conn: redis.Redis  # type: ignore[no-untyped-def]
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
 ) -> None:
     system = make_system(graph_args=["--users", "3"])
     with system.graph_http() as http:
@@ -165,3 +166,29 @@ def test_an_admin_matches_a_staff_member_to_another_mailbox(
         data={"address": "not an address"}, headers=auth,
     )  # fmt: skip
     assert refused.status_code == 303 and nora()["mailbox"] == "nora.n@contoso.example"
+
+
+def test_with_manual_user_syncing_only_enabled_staff_sync(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = make_system(graph_args=["--users", "3"], settings={"EXSYNC_MANUAL_USER_SYNC": "true"})
+    run_cli(system, "initial-sync")
+    auth = {"Authorization": f"Bearer {add_token(redis_conn, 'test-manual')}"}
+
+    def rows() -> dict[str, dict]:
+        answer = httpx.get(f"{system.web_url}/admin/api/users", headers=auth, timeout=5).json()
+        return {u["email"]: u for u in answer["users"]}
+
+    wait_until(lambda: "user1@contoso.example" in rows(), 60, what="the roster")
+    user1 = rows()["user1@contoso.example"]
+    assert user1["state"] == "warning" and "not enabled" in user1["problem"]
+    assert not any(projected(system)), "nothing syncs before an admin enables someone"
+
+    answer = httpx.post(f"{system.web_url}/admin/exchange/users/{user1['staff_id']}/enabled",
+                        data={"enabled": "on"}, headers=auth)  # fmt: skip
+    assert answer.status_code == 303
+    wait_until(lambda: rows()["user1@contoso.example"]["to_exchange"] >= 3, 60, what="user1")
+    mailboxes = {address for address, _ in projected(system)}
+    assert mailboxes == {"user1@contoso.example"}
+    assert rows()["user2@contoso.example"]["state"] == "warning"

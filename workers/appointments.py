@@ -232,6 +232,8 @@ def _mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
             "no longer takes appointments in Coconut: their Outlook projections were removed",
         )
         return None
+    if not directory.enabled(ctx, str(staff.id)):
+        return None
     mailbox = directory.mailbox_for(ctx, str(staff.id), staff.email)
     return mailbox.user_id if mailbox is not None else None
 

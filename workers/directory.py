@@ -17,7 +17,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from core import jobs, store
 from core.coconut import Staff
-from core.staff_status import ROSTER_KEY
+from core.staff_status import ENABLED_KEY, NOT_ENABLED, ROSTER_KEY
 from workers.context import WorkerContext
 from workers.exchange import refusal
 
@@ -75,6 +75,15 @@ def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None
     return Mailbox(user_id, address)
 
 
+def enabled(ctx: WorkerContext, staff_id: str) -> bool:
+    """Always, unless manual user syncing is on and an admin has not enabled this staff member
+    (then their row says so)."""
+    if not ctx.settings.manual_user_sync or ctx.redis.sismember(ENABLED_KEY, staff_id):
+        return True
+    ctx.redis.hset(staff_key(staff_id), "warning", NOT_ENABLED)
+    return False
+
+
 def staff_for(ctx: WorkerContext, user_id: str) -> str | None:
     """The Coconut staff id matched to a mailbox (set when the staff member was matched)."""
     raw = ctx.redis.hget(store.mailbox_key(user_id), "staff_id")
@@ -115,7 +124,7 @@ def staff_mailboxes(ctx: WorkerContext) -> list[tuple[Staff, Mailbox]]:
             {"name": f"{staff.first_name} {staff.last_name}".strip(), "email": staff.email,
              "takes_appointments": staff.takes_appointments}
         )  # fmt: skip
-        if not staff.takes_appointments:
+        if not (staff.takes_appointments and enabled(ctx, str(staff.id))):
             continue
         mailbox = mailbox_for(ctx, str(staff.id), staff.email)
         if mailbox is not None:

@@ -62,6 +62,7 @@ def users() -> tuple[str, int]:
         query=query,
         display_name=connection.load(services.redis).display_name,
         initial=initial,
+        manual=services.settings.manual_user_sync,
         per_user={u.staff_id: u for u in initial.users},
         # Also while the initial sync waits for a worker: it has not written its progress yet.
         refresh=initial.state in ("running", "queued")
@@ -97,6 +98,24 @@ def override_mailbox(staff_id: str) -> BaseResponse:
     services.redis.hdel(store.key("staff", staff_id), "checked_at")
     jobs.ensure_queued(services.queue, SYNC_STAFF, "staff", staff_id)
     flash(f"Mailbox match {'set to ' + address if address else 'reset'}; resync queued.", "ok")
+    return redirect(url_for("admin_users.users"), code=303)
+
+
+@bp.post("/admin/exchange/users/<staff_id>/enabled")
+@require_admin
+def set_enabled(staff_id: str) -> BaseResponse:
+    """Manual user syncing: switch one staff member's sync on or off."""
+    services = current_app.extensions["exsync"]
+    if not staff_id.isdigit():
+        return redirect(url_for("admin_users.users"), code=303)
+    turn_on = request.form.get("enabled") == "on"
+    if turn_on:
+        services.redis.sadd(staff_status.ENABLED_KEY, staff_id)
+        services.redis.hdel(store.key("staff", staff_id), "warning")
+    else:
+        services.redis.srem(staff_status.ENABLED_KEY, staff_id)
+    jobs.ensure_queued(services.queue, SYNC_STAFF, "staff", staff_id)
+    flash(f"Sync {'enabled' if turn_on else 'disabled'}; the change is being applied.", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
 
