@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -39,7 +40,7 @@ INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 
 def run_demo(host: str, port: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="exsync-demo-"))
-    graph_port, coconut_port = port + 1, port + 2
+    graph_port, coconut_port = _free(host, port + 1), _free(host, port + 2)
     web_url = f"http://{host}:{port}"
     graph_url = f"https://{host}:{graph_port}"
     coconut_url = f"http://{host}:{coconut_port}"
@@ -52,7 +53,7 @@ def run_demo(host: str, port: int) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        redis_url, redis_note = _redis(workdir, host, port + 3, children)
+        redis_url, redis_note = _redis(workdir, host, _free(host, port + 3), children)
         env = _environment(redis_url, web_url, graph_url, coconut_url, workdir)
         python = sys.executable
 
@@ -168,6 +169,18 @@ def _error_replies_keep_the_connection() -> type:
             self.current_client.read_response = read_response  # type: ignore[method-assign]
 
     return Handler
+
+
+def _free(host: str, preferred: int) -> int:
+    """The port next to the web port when it is free (easy to remember), else any free one."""
+    for candidate in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError(f"no free port on {host}")
 
 
 def _answers(url: str, **kwargs: object) -> bool:

@@ -43,9 +43,8 @@ def projected_events(demo: Process, port: int) -> int:
     """Events in the Graph emulator that carry our mark (seeded appointments, synced)."""
     workdir = Path(demo.wait_for_line(r"logs\s+(\S+)").group(1))
     trust = ssl.create_default_context(cafile=str(workdir / "graph-ca.pem"))
-    state = httpx.get(
-        f"https://127.0.0.1:{port + 1}/_emulator/state", verify=trust, timeout=5
-    ).json()
+    graph = demo.wait_for_line(r"graph emulator\s+(https://\S+)/v1\.0").group(1)
+    state = httpx.get(f"{graph}/_emulator/state", verify=trust, timeout=5).json()
     return sum(
         1
         for events in state["events"].values()
@@ -57,14 +56,15 @@ def projected_events(demo: Process, port: int) -> int:
     )
 
 
-def busy_blocks(port: int) -> int:
+def busy_blocks(demo: Process) -> int:
     """External absences in the Coconut emulator: Outlook events synced as busy time."""
-    state = httpx.get(f"http://127.0.0.1:{port + 2}/_emulator/state", timeout=5).json()
+    coconut = demo.wait_for_line(r"coconut emulator\s+(http://\S+)/api/v2/b2b").group(1)
+    state = httpx.get(f"{coconut}/_emulator/state", timeout=5).json()
     return sum(1 for a in state["absences"] if a["source"] == "external")
 
 
 def synced_both_ways(demo: Process, port: int) -> bool:
-    return projected_events(demo, port) > 0 and busy_blocks(port) > 0
+    return projected_events(demo, port) > 0 and busy_blocks(demo) > 0
 
 
 def test_demo_starts_everything_syncs_the_seed_and_stops_on_ctrl_c(tmp_path: Path) -> None:
