@@ -201,17 +201,23 @@ def run_coalesced(
     """Run `round_` under the item's lock until no change arrived during the last round.
 
     A change that lands during a round bumps the flag, so clearing it fails and earns one more
-    round. With `settle`, each round first waits until the flag stopped moving for that long
-    (at most SETTLE_LIMIT seconds): Graph delivers a burst over a second or two, and reading
-    in the middle of it would only earn the next round. Returns how many rounds ran.
+    round. With `settle`, a round that starts amid a burst (the flag counts more than one
+    change, or changes arrived during the previous round) first waits until the flag stopped
+    moving for that long (at most SETTLE_LIMIT seconds): Graph delivers a burst over a second
+    or two, and reading in the middle of it would only earn the next round. A lone change is
+    read at once. Returns how many rounds ran.
     """
     dirty = store.dirty_key(kind, item)
     rounds = 0
     with item_lock(conn, kind, item) as lock:
         while rounds < MAX_ROUNDS:
-            seen = _settled(conn, dirty, settle) if settle else conn.get(dirty)
+            seen = conn.get(dirty)
             if seen is None:
                 break
+            if settle and (rounds or int(seen) > 1):
+                # Several changes so far: a burst is arriving, so let it finish first. A lone
+                # change is read at once.
+                seen = _settled(conn, dirty, settle)
             rounds += 1
             round_(lock)
             _clear_unless_changed(keys=[dirty], args=[seen], client=conn)

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     delta_page_limit: int = Field(500, ge=1)
     # A mailbox round waits until notifications stopped arriving for this long (a burst costs
     # one round, not one per notification); at most 10 s.
-    coalesce_settle_seconds: float = Field(0.1, ge=0, le=5)
+    coalesce_settle_seconds: float = Field(0.3, ge=0, le=5)
 
     # Graph subscriptions (app-only mode): asked lifetime (Graph refuses 10,080 minutes and
     # more), renewal this long before expiry plus up to the jitter, so renewals spread out.
