@@ -214,19 +214,23 @@ def run_coalesced(
             seen = conn.get(dirty)
             if seen is None:
                 break
-            if settle and (rounds or int(seen) > 1):
-                # Several changes so far: a burst is arriving, so let it finish first. A lone
-                # change is read at once.
+            recent = store.key("recent", kind, item)
+            if settle and (rounds or int(seen) > 1 or conn.exists(recent)):
+                # Several changes, or a round moments ago (a follow-up job amid the same
+                # burst): let the burst finish first. A lone change is read at once.
                 seen = _settled(conn, dirty, settle)
             rounds += 1
             round_(lock)
             _clear_unless_changed(keys=[dirty], args=[seen], client=conn)
+            if settle:
+                conn.set(recent, 1, px=int(BURST_WINDOW * 1000))
         if rounds == MAX_ROUNDS and conn.exists(dirty):
             log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
     return rounds
 
 
 SETTLE_LIMIT = 10.0
+BURST_WINDOW = 1.0  # a change within this long after a round belongs to the same burst
 
 
 def _settled(conn: redis.Redis, dirty: str, settle: float) -> bytes | None:
