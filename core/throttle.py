@@ -23,6 +23,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from core import store
+from core.metrics import GRAPH_CALLS, THROTTLE_WAIT
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,7 +102,13 @@ class MailboxGate:
             with attempt:
                 await self._blocked(mailbox)
                 async with self._slot(mailbox):
-                    return await request()
+                    try:
+                        answer = await request()
+                    except ODataError as exc:
+                        GRAPH_CALLS.labels(status=str(status_of(exc))).inc()
+                        raise
+                    GRAPH_CALLS.labels(status="ok").inc()
+                    return answer
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def blocked_for(self, mailbox: str) -> float:
@@ -132,6 +139,7 @@ class MailboxGate:
     async def _blocked(self, mailbox: str) -> None:
         delay = self.blocked_for(mailbox)
         if delay > 0:
+            THROTTLE_WAIT.inc(delay)
             await asyncio.sleep(delay)
 
     @asynccontextmanager

@@ -53,3 +53,23 @@ def test_metrics_answer_without_redis_instead_of_failing_the_scrape() -> None:
     answer = client.get("/metrics")
     assert answer.status_code == 200
     assert b"exsync_queue_depth" not in answer.data
+
+
+def test_the_receivers_count_what_they_accept_and_refuse(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    redis_conn.hset(
+        store.subscription_key("s-ok"), mapping={"user_id": "u-1", "client_state": "cs"}
+    )
+    client = create_app(load_settings(redis_url=redis_url)).test_client()
+    before = scrape(redis_url).get("exsync_notifications_total", {})
+
+    def count(samples: dict, outcome: str) -> float:
+        return samples.get((("outcome", outcome), ("source", "graph")), 0.0)
+
+    items = [{"subscriptionId": "s-ok", "clientState": "cs"},
+             {"subscriptionId": "s-ok", "clientState": "wrong"}]  # fmt: skip
+    assert client.post("/webhooks/graph", json={"value": items}).status_code == 202
+    after = scrape(redis_url)["exsync_notifications_total"]
+    assert count(after, "accepted") - count(before, "accepted") == 1
+    assert count(after, "clientState mismatch") - count(before, "clientState mismatch") == 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from core import jobs, store
+from core.metrics import NOTIFICATIONS
 from webhooks.coconut_signature import SignatureError, verify
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,13 @@ def receive() -> tuple[Response, int]:
             body,
         )
     except SignatureError as exc:
+        NOTIFICATIONS.labels(source="coconut", outcome="bad signature").inc()
         log.info("coconut.refused.signature", extra={"reason": exc.reason})
         return jsonify(error="Unauthorized", reason=exc.reason), 401
     try:
         event, target, item = _parse(body)
     except BadDelivery as exc:
+        NOTIFICATIONS.labels(source="coconut", outcome="bad body").inc()
         log.info("coconut.refused.body", extra={"reason": str(exc)})
         return jsonify(error="Bad Request", reason=str(exc)), 400
     if target is None:
@@ -79,6 +82,7 @@ def receive() -> tuple[Response, int]:
             error="Bad Request", reason="missing or oversized X-Coconut-Delivery-Id"
         ), 400
     if not store.first_delivery(services.redis, "coconut", delivery_id):
+        NOTIFICATIONS.labels(source="coconut", outcome="duplicate").inc()
         log.info("coconut.duplicate", extra={"delivery_id": delivery_id})
         return jsonify(status="duplicate", delivery_id=delivery_id), 200
     try:
@@ -86,6 +90,7 @@ def receive() -> tuple[Response, int]:
     except Exception:
         store.forget_delivery(services.redis, "coconut", delivery_id)
         raise
+    NOTIFICATIONS.labels(source="coconut", outcome="accepted").inc()
     log.info("coconut.accepted", extra={"event": event, "item": item, "job_id": job})
     return jsonify(status="accepted", job_id=job), 202
 

@@ -22,6 +22,7 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from core import jobs, store
+from core.metrics import NOTIFICATIONS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("graph_webhooks", __name__)
@@ -49,10 +50,13 @@ def notifications() -> tuple[Response, int] | Response:
     if isinstance(items, tuple):
         return items
     mailboxes = set()
+    accepted = 0
     for item in items:
         try:
             mailboxes.add(_verified_mailbox(services, item))
+            accepted += 1
         except InvalidItem as exc:
+            NOTIFICATIONS.labels(source="graph", outcome=str(exc)).inc()
             log.info("graph.item_refused", extra={"reason": str(exc)})
     # Graph batches several changes per POST; one job per mailbox covers them all.
     now = int(time.time())
@@ -63,6 +67,7 @@ def notifications() -> tuple[Response, int] | Response:
                 store.mailbox_key(m), "last_notification_at", now
             ),
         )  # fmt: skip
+    NOTIFICATIONS.labels(source="graph", outcome="accepted").inc(accepted)
     log.info("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
     return jsonify(status="accepted", mailboxes=len(mailboxes)), 202
 

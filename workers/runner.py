@@ -12,6 +12,7 @@ has expired by then (core.jobs).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +23,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.worker import WorkerStatus
 
+from core.metrics import JOB_SECONDS
 from core.settings import Settings
 from workers.context import WorkerContext, install
 
@@ -44,8 +46,12 @@ class ExsyncWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._forget_dead_executions(job)
         execution = self.prepare_execution(job)
+        started = time.monotonic()
         with self._heartbeat(execution, queue):
-            self.perform_job(job, queue, execution)
+            ok = self.perform_job(job, queue, execution)
+        JOB_SECONDS.labels(job=job.func_name, result="ok" if ok else "failed").observe(
+            time.monotonic() - started
+        )
         self.set_state(WorkerStatus.IDLE)
 
     def _forget_dead_executions(self, job: Job) -> None:
