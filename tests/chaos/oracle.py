@@ -129,7 +129,8 @@ def check(world: World, scope: Scope | None = None, *, privacy: bool = True) -> 
     snap = snapshot(world)
     found = Findings()
     _projections(snap, scope, found)
-    _busy_blocks(snap, scope, found, show_titles=True)
+    titles = world.system.env.get("EXSYNC_SHOW_EVENT_TITLES", "false").lower() == "true"
+    _busy_blocks(snap, scope, found, show_titles=titles)
     if privacy:
         _privacy(world, snap, found)
         _removals(world, snap, found)
