@@ -86,15 +86,12 @@ def receive() -> tuple[Response, int]:
         return jsonify(
             error="Bad Request", reason="missing or oversized X-Coconut-Delivery-Id"
         ), 400
-    if not store.first_delivery(services.redis, "coconut", delivery_id):
+    if store.seen_delivery(services.redis, "coconut", delivery_id):
         NOTIFICATIONS.labels(source="coconut", outcome="duplicate").inc()
         log.info("coconut.duplicate", extra={"delivery_id": delivery_id})
         return jsonify(status="duplicate", delivery_id=delivery_id), 200
-    try:
-        job = jobs.ensure_queued(services.queue, target.func, target.kind, item)
-    except Exception:
-        store.forget_delivery(services.redis, "coconut", delivery_id)
-        raise
+    job = jobs.ensure_queued(services.queue, target.func, target.kind, item)
+    store.remember_delivery(services.redis, "coconut", delivery_id)
     NOTIFICATIONS.labels(source="coconut", outcome="accepted").inc()
     log.info("coconut.accepted", extra={"event": event, "item": item, "job_id": job})
     return jsonify(status="accepted", job_id=job), 202
