@@ -84,7 +84,7 @@ def lifecycle() -> tuple[Response, int] | Response:
     queued = 0
     for item in items:
         event = item.get("lifecycleEvent")
-        if event not in LIFECYCLE_JOBS:
+        if not isinstance(event, str) or event not in LIFECYCLE_JOBS:
             log.info("graph.lifecycle_refused", extra={"reason": "unknown lifecycleEvent"})
             continue
         try:

@@ -27,6 +27,7 @@ bp = Blueprint("admin_users", __name__)
 
 SYNC_STAFF = "workers.appointments.sync_staff"
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
+STAFF_ID = re.compile(r"[0-9]{1,20}")  # ASCII: RQ job ids refuse other scripts' digits
 SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
@@ -73,7 +74,7 @@ def users() -> tuple[str, int]:
 @bp.post("/admin/exchange/users/<staff_id>/resync")
 @require_admin
 def resync(staff_id: str) -> BaseResponse:
-    if not staff_id.isdigit():
+    if not STAFF_ID.fullmatch(staff_id):
         return redirect(url_for("admin_users.users"))
     _queue_staff([row for row in _rows() if row.staff_id == staff_id])
     flash("Resync queued.", "ok")
@@ -86,7 +87,7 @@ def override_mailbox(staff_id: str) -> BaseResponse:
     """Match this staff member to another mailbox than their Coconut email (blank: the email)."""
     services = current_app.extensions["exsync"]
     address = request.form.get("address", "").strip().lower()
-    if not staff_id.isdigit() or (address and not EMAIL.match(address)):
+    if not STAFF_ID.fullmatch(staff_id) or (address and not EMAIL.match(address)):
         flash("Enter the mailbox's email address, or leave it blank to use the Coconut email.",
               "error")  # fmt: skip
         return redirect(url_for("admin_users.users"), code=303)
@@ -106,7 +107,7 @@ def override_mailbox(staff_id: str) -> BaseResponse:
 def set_enabled(staff_id: str) -> BaseResponse:
     """Manual user syncing: switch one staff member's sync on or off."""
     services = current_app.extensions["exsync"]
-    if not staff_id.isdigit():
+    if not STAFF_ID.fullmatch(staff_id):
         return redirect(url_for("admin_users.users"), code=303)
     turn_on = request.form.get("enabled") == "on"
     if turn_on:
