@@ -94,7 +94,7 @@ def token_problem(access: GraphAccess) -> str | None:
     except ReauthorizeNeeded:
         return "the service account must authorize again (Microsoft refused its refresh token)"
     except ClientAuthenticationError as exc:
-        return _scrub(_refusal(str(exc.message or exc)), access.secret)
+        return _scrub(plain_refusal(str(exc.message or exc)), access.secret)
     except ServiceRequestError as exc:
         return _scrub(
             f"cannot reach the sign-in authority {access.endpoint.authority} "
@@ -104,7 +104,8 @@ def token_problem(access: GraphAccess) -> str | None:
     return None
 
 
-def _refusal(message: str) -> str:
+def plain_refusal(message: str) -> str:
+    """An azure-identity or MSAL refusal in plain words, with Microsoft's AADSTS code."""
     explained = explain("", message)
     if not explained.code.startswith("AADSTS"):
         return f"the sign-in was refused: {message.strip()[:200]}"

@@ -19,16 +19,15 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from core import connection, jobs, staff_status, store
 from core.progress import progress
+from core.resync import SYNC_STAFF, queue_resync
 from core.staff_status import State
 from webhooks.admin import pages
 from webhooks.admin.auth import require_admin
 
 bp = Blueprint("admin_users", __name__)
 
-SYNC_STAFF = "workers.appointments.sync_staff"
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 STAFF_ID = re.compile(r"[0-9]{1,20}")  # ASCII: RQ job ids refuse other scripts' digits
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
 def _rows() -> list[staff_status.StaffRow]:
@@ -76,7 +75,9 @@ def users() -> tuple[str, int]:
 def resync(staff_id: str) -> BaseResponse:
     if not STAFF_ID.fullmatch(staff_id):
         return redirect(url_for("admin_users.users"))
-    _queue_staff([row for row in _rows() if row.staff_id == staff_id])
+    queue_resync(
+        current_app.extensions["exsync"].queue, [r for r in _rows() if r.staff_id == staff_id]
+    )
     flash("Resync queued.", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
@@ -125,7 +126,7 @@ def set_enabled(staff_id: str) -> BaseResponse:
 def recheck() -> BaseResponse:
     which = request.form.get("which", "failed")
     wanted = [r for r in _rows() if which == "all" or r.state in (State.ERROR, State.WARNING)]
-    _queue_staff(wanted)
+    queue_resync(current_app.extensions["exsync"].queue, wanted)
     flash(f"Recheck queued for {len(wanted)} staff member(s).", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
@@ -138,11 +139,3 @@ def users_json() -> Response:
         counts={str(k): v for k, v in staff_status.counts(every).items()},
         users=[{**asdict(row), "state": str(row.state)} for row in every],
     )
-
-
-def _queue_staff(rows: list[staff_status.StaffRow]) -> None:
-    queue = current_app.extensions["exsync"].queue
-    for row in rows:
-        jobs.ensure_queued(queue, SYNC_STAFF, "staff", row.staff_id)
-        if row.user_id:
-            jobs.ensure_queued(queue, SYNC_MAILBOX, "mailbox", row.user_id)
