@@ -89,7 +89,7 @@ NOW = "{now}"  # replaced by the current unix time when sent
     [
         # Another script's digits pass str.isdigit() but not an RQ job id.
         ("/admin/subscriptions", {"user": "\uff11\uff17"}, {}, 400),
-        ("/webhooks/graph/lifecycle", {"value": [{"lifecycleEvent": []}]}, {}, 202),
+        ("/webhooks/graph/lifecycle", {"value": [{"lifecycleEvent": []}]}, {}, 400),
         ("/webhooks/coconut", {},
          {"X-Coconut-Signature": "v1=\u00e9", "X-Coconut-Timestamp": NOW}, 401),
         ("/webhooks/coconut", {},
