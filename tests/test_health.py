@@ -110,6 +110,32 @@ def test_the_admins_authorized_connection_is_checked_and_rechecked_when_it_chang
     assert ready.json()["checks"]["graph_token"] == {"status": "ok", "source": "connection"}
 
 
+def test_a_delegated_connection_whose_refresh_token_died_asks_to_authorize_again(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = make_system(workers=0)
+    box = SecretBox(SECRET_KEY)
+    config = Connection(
+        tenant_id=TENANT, graph_url=f"{system.graph_base}/v1.0", authority=system.graph_base,
+        client_id="exsync-demo-app", impersonation=False, service_account="sync@contoso.example",
+    )  # fmt: skip
+    connection.save_configuration(redis_conn, box, config, "exsync-demo-secret")
+    connection.mark_connected(
+        redis_conn, box, "a-refresh-token-Graph-never-issued", "sync@contoso.example"
+    )
+
+    refused = readyz(system)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["reason"] == (
+        "no Graph token: the service account must authorize again (Microsoft refused its "
+        "refresh token)"
+    )
+    assert refused.json()["checks"]["graph_token"]["source"] == "connection"
+    assert connection.load(redis_conn).status == Status.REAUTHORIZE, "every page says so now"
+    assert "exsync-demo-secret" not in refused.text
+
+
 def test_readyz_turns_503_when_the_running_web_loses_redis(tmp_path: Path, make_system) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     server = subprocess.Popen(

@@ -22,6 +22,7 @@ import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from core import connection, graph_access
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -48,6 +49,8 @@ def readyz() -> Response | tuple[Response, int]:
     services = current_app.extensions["exsync"]
     try:
         services.redis.ping()
+        # Redis may also go between the two: the Graph check reads the connection from it.
+        graph = current_app.extensions[EXTENSION].result(services.settings, services.redis)
     except redis.RedisError as exc:
         down = f"Redis does not answer ({type(exc).__name__})"
         checks = {
@@ -56,7 +59,6 @@ def readyz() -> Response | tuple[Response, int]:
         }
         reason = "queue unavailable: Redis does not answer, retry later"
         return jsonify(error="Service Unavailable", reason=reason, checks=checks), 503
-    graph = current_app.extensions[EXTENSION].result(services.settings, services.redis)
     checks = {"queue": {"status": "ok"}, "graph_token": graph}
     if graph["status"] == "failed":
         reason = f"no Graph token: {graph['reason']}"
@@ -73,7 +75,7 @@ class GraphTokenCheck:
     check: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def result(self, settings: Any, conn: redis.Redis) -> dict[str, Any]:
+    def result(self, settings: Settings, conn: redis.Redis) -> dict[str, Any]:
         key = hashlib.sha256(
             b"\0".join(v or b"" for v in conn.hmget(connection.CONNECTION_KEY, *_IDENTITY))
         ).digest()
@@ -93,7 +95,7 @@ class GraphTokenCheck:
         return self.key == key and time.monotonic() - self.at < CACHE_SECONDS
 
 
-def _probe(settings: Any, conn: redis.Redis) -> dict[str, Any]:
+def _probe(settings: Settings, conn: redis.Redis) -> dict[str, Any]:
     try:
         access = graph_access.current(settings, conn, **graph_access.PROBE_TRANSPORT)
     except graph_access.NotConfigured as exc:
@@ -103,6 +105,8 @@ def _probe(settings: Any, conn: redis.Redis) -> dict[str, Any]:
         return _failed(exc.source, f"the app registration in {whose} is not usable: {exc}")
     try:
         problem = graph_access.token_problem(access)
+    except redis.RedisError:
+        raise  # the queue check's to report, not a Graph problem to keep for a while
     except Exception as exc:  # a probe answers, whatever broke; the log has the traceback
         log.warning("health.graph_token_error", exc_info=True)
         problem = f"the token request failed ({type(exc).__name__})"
