@@ -2,7 +2,7 @@
 
 Each seed starts the whole system on its own AOF Redis, plays a schedule of changes and faults
 (tests/chaos/schedule.py), and checks exact convergence (tests/chaos/oracle.py). A failing
-seed prints the command that replays it; `python -m tests.chaos --seed N --ops M` runs a
+seed prints the command that replays it; `bench/chaos.py --seed N --ops M` runs a
 larger one.
 """
 

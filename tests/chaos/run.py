@@ -1,6 +1,6 @@
 """One chaos run: start the system, let it converge, play the schedule, go quiet, check.
 
-    .venv/bin/python -m tests.chaos --seed 7 --ops 2000
+    .venv/bin/python bench/chaos.py --seed 7 --ops 2000
 
 The run, in order:
 1. the whole system starts (its own AOF Redis, web, `--workers` workers, the scheduler, both
@@ -69,7 +69,7 @@ class Report:
     def render(self) -> str:
         changes, faults = tally(self.steps)
         lines = [
-            f"chaos run: .venv/bin/python -m tests.chaos --seed {self.seed} --ops {self.ops} "
+            f"chaos run: .venv/bin/python bench/chaos.py --seed {self.seed} --ops {self.ops} "
             f"--workers {self.workers}",
             f"initial sync converged in {self.initial_seconds:.1f}s; schedule played in "
             f"{self.schedule_seconds:.1f}s ({len(self.steps)} steps, {self.skipped} found "
@@ -279,7 +279,7 @@ def _health(system: ChaosSystem) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.chaos",
+        prog="bench/chaos.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,5 +1,0 @@
-import sys
-
-from tests.chaos.run import main
-
-sys.exit(main())
