@@ -12,7 +12,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	PYTHON=$(BIN)/python .ci/ensure-redis
 	.ci/ensure-chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -11,7 +11,19 @@ import redis
 
 from tests.harness import System
 
-TEST_REDIS_URL = os.environ.get("EXSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+def _test_redis_url() -> str:
+    """Database 15 (or EXSYNC_TEST_REDIS_URL's); under pytest-xdist each worker counts down
+    from it, so parallel tests never flush each other's data."""
+    url = os.environ.get("EXSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    if not worker:
+        return url
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db) - int(worker.removeprefix('gw'))}"
+
+
+TEST_REDIS_URL = _test_redis_url()
 
 
 @pytest.fixture

@@ -93,7 +93,7 @@ def marked_events(system: System, address: str, mark: str) -> list[dict[str, Any
 
 
 def wait_for_events(
-    system: System, address: str, mark: str, count: int, check: Any = None, timeout: float = 30
+    system: System, address: str, mark: str, count: int, check: Any = None, timeout: float = 60
 ) -> list[dict[str, Any]]:
     """Wait until the mailbox holds `count` events with the mark (and `check(events)` holds)."""
     found: list[dict[str, Any]] = []
@@ -153,7 +153,7 @@ def busy_blocks(system: System, staff_id: int) -> list[dict[str, Any]]:
 
 
 def wait_blocks(
-    system: System, staff_id: int, check: Any, timeout: float = 30, what: str = "busy blocks"
+    system: System, staff_id: int, check: Any, timeout: float = 60, what: str = "busy blocks"
 ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 

@@ -399,7 +399,11 @@ def service_receiver(redis_url: str) -> Iterator[str]:
 def test_the_services_receiver_accepts_the_emulators_deliveries_once(
     tmp_path: Path, service_receiver: str, redis_conn: Any
 ) -> None:
-    """Signed deliveries get 202 and a queued job; a duplicated delivery is recognised."""
+    """Signed deliveries get 202 and a queued job; a duplicated delivery costs no second job.
+
+    The delivery id is remembered once its job is queued (never before: see
+    tests/test_receiver_redis_failure.py), so two copies arriving at the same moment may both
+    be accepted; the second one finds the job waiting and adds nothing."""
     hooks = Receiver(url=service_receiver)
     with start_emulator(tmp_path, hooks) as coconut:
         coconut.fault("delivery_duplicate", count=1)
@@ -410,6 +414,6 @@ def test_the_services_receiver_accepts_the_emulators_deliveries_once(
             codes = sorted(a["status_code"] for a in delivery["attempts"])
             return codes if len(codes) == 2 else None
 
-        assert wait_until(answered, 10, what="both copies answered") == [200, 202]
+        assert wait_until(answered, 10, what="both copies answered") in ([200, 202], [202, 202])
     queued = Queue("coconut", connection=redis_conn)
     assert len(queued) == 1
