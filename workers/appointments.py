@@ -60,8 +60,14 @@ def sync_staff(staff_id: str) -> int:
 
     The appointments' own jobs decide, per mailbox, what stays: a staff member who no longer
     takes appointments, or whose email no longer matches a mailbox, loses our projections.
+    Coalesced like every job queued through `ensure_queued` (a user.updated burst costs one
+    round, and its dirty flag is cleared).
     """
     ctx = context()
+    return jobs.run_coalesced(ctx.redis, "staff", staff_id, lambda _: _staff_round(ctx, staff_id))
+
+
+def _staff_round(ctx: WorkerContext, staff_id: str) -> int:
     ctx.redis.hdel(directory.staff_key(staff_id), "checked_at")
     jobs.ensure_queued(ctx.queue, SYNC_STAFF_MAILBOX, "staff_mailbox", staff_id)
     since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)

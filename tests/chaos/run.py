@@ -57,6 +57,7 @@ class Report:
     steps: list[Step] = field(default_factory=list)
     initial_seconds: float = 0.0
     schedule_seconds: float = 0.0
+    quiet_seconds: float = 0.0  # from the schedule's end until nothing was left to do
     converge_seconds: float | None = None
     accepted_checked: dict[str, int] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
@@ -80,7 +81,10 @@ class Report:
             + ", ".join(f"{k} {v}" for k, v in sorted(self.accepted_checked.items())),
         ]
         if self.converge_seconds is not None:
-            lines.append(f"converged {self.converge_seconds:.1f}s after the schedule ended")
+            lines.append(
+                f"quiet {self.quiet_seconds:.1f}s and converged {self.converge_seconds:.1f}s "
+                "after the schedule ended (the safety nets ran in between)"
+            )
         lines += [f"FINDING {f}" for f in self.findings]
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
@@ -127,6 +131,7 @@ def run(
         except TimeoutError as exc:
             report.findings += [str(exc), *_health(system)]
             return report
+        report.quiet_seconds = time.monotonic() - ended
         accepted = oracle.check(world, _accepted_scope(system, ready), privacy=False)
         report.accepted_checked = dict(accepted.checked)
         report.findings += [f"accepted webhook lost: {p}" for p in accepted.problems]
