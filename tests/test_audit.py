@@ -1,15 +1,35 @@
 """Audit events reach a kombu consumer on the `exsync.events` topic exchange, over the service's
-Redis and over a real RabbitMQ; a broker that is down never blocks or fails the publisher."""
+Redis and over a real RabbitMQ: first from the publisher alone, then from a real sync (the whole
+system, both emulators). A broker that is down never blocks or fails the publisher, nor a sync."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import redis
 from kombu import Connection, Consumer, Exchange, Message, Queue
+from rq import Queue as RQQueue
 
+from core import jobs
 from core.audit import EXCHANGE, AuditPublisher
+from tests.harness import COCONUT_WEBHOOK_SECRET, GRAPH_CLIENT_SECRET
+from tests.sync_support import (
+    CoconutAdmin,
+    Outlook,
+    at,
+    busy_blocks,
+    customer,
+    scrape,
+    user_id,
+    wait_for_events,
+)
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -75,3 +95,144 @@ def test_a_broker_that_is_down_drops_events_without_raising() -> None:
     publisher.close(timeout=30)
     assert publisher.sent == 0
     assert publisher.dropped == 20
+
+
+# ---------------------------------------------------------------- a real sync's events
+
+QUIET = {"EXSYNC_SAFETY_NET_SECONDS": "3600", "EXSYNC_RECONCILE_SECONDS": "3600",
+         "EXSYNC_SHOW_EVENT_TITLES": "true"}  # fmt: skip
+USER1, STAFF1 = "user1@contoso.example", 1
+SYNC_APPOINTMENT = "workers.appointments.sync_appointment"
+
+
+class Listener:
+    """A fresh queue bound to `exsync.events`, declared before anything publishes, so it holds
+    every matching event from then on; `wait_for` drains it until a test's condition holds."""
+
+    def __init__(self, url: str, pattern: str = "#") -> None:
+        self.conn = Connection(url, connect_timeout=3)
+        self.received: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        queue = Queue(
+            f"test-audit-{uuid.uuid4().hex}",
+            exchange=Exchange(EXCHANGE, type="topic", durable=True),
+            routing_key=pattern,
+            auto_delete=True,
+        )
+        queue(self.conn.default_channel).declare()
+        self.consumer = Consumer(self.conn, queues=[queue], callbacks=[self._on], accept=["json"])
+        self.consumer.consume()
+
+    def _on(self, body: dict[str, Any], message: Message) -> None:
+        self.received.append(body)
+        self.raw.append(message.body if isinstance(message.body, str) else message.body.decode())
+        message.ack()
+
+    def events(self, routing_key: str, **fields: Any) -> list[dict[str, Any]]:
+        return [
+            body for body in self.received
+            if body["event"] == routing_key and all(body.get(k) == v for k, v in fields.items())
+        ]  # fmt: skip
+
+    def wait_for(self, routing_key: str, count: int = 1, timeout: float = 60, **fields: Any
+                 ) -> list[dict[str, Any]]:  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while len(self.events(routing_key, **fields)) < count:
+            if time.monotonic() > deadline:
+                seen = sorted({body["event"] for body in self.received})
+                raise AssertionError(f"no {count} x {routing_key} {fields}; seen: {seen}")
+            with contextlib.suppress(socket.timeout, TimeoutError):
+                self.conn.drain_events(timeout=0.5)
+        return self.events(routing_key, **fields)
+
+    def close(self) -> None:
+        self.consumer.cancel()
+        self.conn.close()
+
+
+@pytest.fixture
+def listen() -> Iterator[Callable[..., Listener]]:
+    opened: list[Listener] = []
+
+    def factory(url: str, pattern: str = "#") -> Listener:
+        opened.append(Listener(url, pattern))
+        return opened[-1]
+
+    yield factory
+    for listener in opened:
+        listener.close()
+
+
+def test_a_real_sync_publishes_projections_busy_time_and_subscriptions(
+    broker_url: str,
+    redis_url: str,
+    make_system,
+    listen,  # type: ignore[no-untyped-def]
+) -> None:
+    """Over the service's own Redis by default, and over RabbitMQ when EXSYNC_AUDIT_URL says."""
+    events = listen(broker_url)
+    audit = {} if broker_url == redis_url else {"EXSYNC_AUDIT_URL": broker_url}
+    system = make_system(graph_args=["--users", "3"], scheduler=True,
+                         settings={**QUIET, **audit})  # fmt: skip
+    mailbox = user_id(system, USER1)
+    (created,) = events.wait_for("subscription.created", mailbox=mailbox)
+    assert created["subscription_id"] and created["expires_at"].endswith("+00:00")
+
+    coconut = CoconutAdmin(system)
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=15, minute=0, second=0)
+    appointment = coconut.book(start.isoformat(), staff_id=STAFF1)
+    (projected,) = events.wait_for(
+        "appointment.projected", kind="appointment", item_id=str(appointment), mailbox=mailbox
+    )
+    assert projected["deployment"] == "exsync" and projected["version"] == 1
+    assert projected["event_id"] in {e["id"] for e in system.graph_state()["events"][mailbox]}
+
+    outlook = Outlook(system)
+    day = datetime.now(UTC) + timedelta(days=5)
+    event_id = outlook.create(USER1, subject="Credit committee", start=at(day, 9), end=at(day, 10))
+    (made,) = events.wait_for("busy_time.created", mailbox=mailbox, event_id=event_id)
+    assert made["staff_id"] == str(STAFF1)
+    assert int(made["absence_id"]) in {b["id"] for b in busy_blocks(system, STAFF1)}
+    outlook.delete(USER1, event_id)
+    events.wait_for("busy_time.removed", mailbox=mailbox, event_id=event_id,
+                    absence_id=made["absence_id"])  # fmt: skip
+
+    person = customer(coconut, appointment)
+    words = [person["first_name"], person["last_name"], person["email"], "Credit committee",
+             "Mortgage", "@contoso", COCONUT_WEBHOOK_SECRET, GRAPH_CLIENT_SECRET]  # fmt: skip
+    leaked = [w for w in words if any(w in raw for raw in events.raw)]
+    assert leaked == [], f"audit events carried {leaked}"
+
+
+def test_a_failing_job_publishes_sync_failed_for_each_attempt(
+    redis_url: str,
+    redis_conn: redis.Redis,
+    make_system,
+    listen,  # type: ignore[no-untyped-def]
+) -> None:
+    failures = listen(redis_url, "sync.*")
+    make_system()
+    queue = RQQueue("exsync", connection=redis_conn)
+    job_id = jobs.ensure_queued(queue, SYNC_APPOINTMENT, "appointment", "bogus", retries=1)
+
+    first, last = failures.wait_for("sync.failed", count=2, job_id=job_id)
+    for attempt, body in ((1, first), (2, last)):
+        assert body["attempt"] == attempt
+        assert body["function"] == SYNC_APPOINTMENT
+        assert body["item_id"] == "bogus"
+        assert body["error"] == "ValueError"
+    assert (first["will_retry"], last["will_retry"]) == (True, False)
+    assert all("invalid literal" not in raw for raw in failures.raw)  # no exception messages
+
+
+def test_a_sync_completes_while_the_audit_broker_is_unreachable(make_system) -> None:  # type: ignore[no-untyped-def]
+    down = {"EXSYNC_AUDIT_URL": "amqp://guest:guest@127.0.0.1:1//"}
+    system = make_system(graph_args=["--users", "3"], metrics=True, settings=down)
+    coconut = CoconutAdmin(system)
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=15, minute=0, second=0)
+    appointment = coconut.book(start.isoformat(), staff_id=STAFF1)
+    wait_for_events(system, USER1, f"exsync:appointment:{appointment}", 1)
+
+    worker = scrape(f"http://127.0.0.1:{system.metrics_ports['worker-0']}/metrics")
+    assert worker["exsync_audit_events_dropped_total"][(("reason", "broker down"),)] >= 1
+    assert worker["exsync_audit_events_published_total"][()] == 0

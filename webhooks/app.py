@@ -7,14 +7,18 @@ from flask import Flask, jsonify
 from rq import Queue
 from werkzeug.exceptions import HTTPException
 
-from core import jobs, store
+from core import jobs, logs, store
 from core.settings import Settings, load_settings
-from webhooks import admin, coconut, graph, health, metrics
+from webhooks import admin, coconut, graph, health, metrics, request_id
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
+    # gunicorn configures only its own loggers; without this the app's lines would be lost.
+    logs.configure(settings.log_level, settings.log_format)
+    logs.redact(*settings.secrets)
     app = Flask(__name__)
+    request_id.init_app(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     jobs.configure(settings.job_retries, settings.job_timeout)
     conn = store.connect(settings.redis_url)

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core import jobs, store
+from core import audit, jobs, store
 from core.coconut import Staff
 from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
 from workers import directory, exchange
@@ -170,14 +170,16 @@ def _upsert(
 ) -> None:  # fmt: skip
     mark = mark_value(ctx.settings.deployment_id, kind, item_id)
     known = index.for_item(kind, item_id).get(mailbox) or _adopt(ctx, index, mark, mailbox)
+    # Same content as we last wrote, yet a write is due: a staff member edited or deleted it.
+    restoring = known is not None and known.digest == draft.digest
     if known is not None:
-        unchanged = known.digest == draft.digest
-        if unchanged and exchange.change_key(ctx, mailbox, known.event_id) == known.change_key:
+        if restoring and exchange.change_key(ctx, mailbox, known.event_id) == known.change_key:
             return
         written = exchange.update(ctx, mailbox, known.event_id, draft)
         if written is not None:
             index.save(_projection(known, written, draft), replaces=known)
             _clear_problem(ctx, mailbox)
+            _written_event(kind, item_id, mailbox, written, "restored" if restoring else "updated")
             return
         log.info("projection.recreated", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
     generation = known.generation + 1 if known is not None else 0
@@ -186,6 +188,16 @@ def _upsert(
     fresh = Projection(kind, item_id, mailbox, written.event_id, written.change_key, generation)
     index.save(_projection(fresh, written, draft), replaces=known)
     _clear_problem(ctx, mailbox)
+    _written_event(kind, item_id, mailbox, written, "restored" if restoring else "projected")
+
+
+def _written_event(
+    kind: str, item_id: str, mailbox: str, written: exchange.Written, what: str
+) -> None:
+    """`appointment.projected|updated`, `absence.projected|updated`, or, for a staff member's
+    edit or deletion put back, `projection.restored`."""
+    key = "projection.restored" if what == "restored" else f"{kind}.{what}"
+    audit.emit(key, kind=kind, item_id=item_id, mailbox=mailbox, event_id=written.event_id)
 
 
 def _adopt(
@@ -203,12 +215,20 @@ def _adopt(
     adopted = Projection(kind, item_id, mailbox, keep.event_id, keep.change_key)
     index.save(adopted)
     log.info("projection.adopted", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
+    audit.emit(
+        "projection.adopted", kind=kind, item_id=item_id, mailbox=mailbox,
+        event_id=keep.event_id, duplicates_removed=len(extra),
+    )  # fmt: skip
     return adopted
 
 
 def _remove(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
     exchange.delete(ctx, projection.mailbox, projection.event_id)
     index.remove(projection)
+    audit.emit(
+        f"{projection.kind}.removed", kind=projection.kind, item_id=projection.item_id,
+        mailbox=projection.mailbox, event_id=projection.event_id,
+    )  # fmt: skip
 
 
 def _projection(base: Projection, written: exchange.Written, draft: EventDraft) -> Projection:
