@@ -81,13 +81,15 @@ class _Context(logging.Filter):
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
-            **_extras(record),
         }
+        for name, value in _extras(record).items():
+            # An `extra` named like one of the fixed keys must not replace the event name.
+            entry[f"{name}_" if name in entry else name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return scrub(json.dumps(entry, default=str))
