@@ -84,12 +84,19 @@ def customer_name(coconut: CoconutAdmin, appointment_id: int) -> str:
     return f"{person['first_name']} {person['last_name']}"
 
 
-def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def scrape(url: str) -> Samples:
     """A /metrics page as {sample name: {sorted labels: value}}."""
     answer = httpx.get(url, timeout=10)
     assert answer.status_code == 200, answer.text
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(answer.text):
+    return parse_metrics(answer.text)
+
+
+def parse_metrics(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return samples
