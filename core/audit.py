@@ -7,12 +7,12 @@ or RabbitMQ. Code that did something calls `emit(routing_key, **ids)`; each proc
 publisher, made from its settings on first use.
 
 Publishing must never block or fail a sync, so `publish` only puts the message on a bounded
-in-process queue; a daemon thread sends it. A failed send is retried once on a fresh
-connection (a broker may drop an idle one); after that the broker counts as down for a few
-seconds and messages are dropped without trying, so an outage costs audit messages, never
-sync throughput. Drops are counted (`exsync_audit_events_dropped_total`) and logged once per
-outage, never raised. Messages carry ids, states and counts, never customer details,
-subjects, email addresses or tokens.
+in-process queue; a daemon thread sends it (RabbitMQ confirms each one). A failed send is
+retried once on a fresh connection (a broker or a NAT may drop an idle one); after that the
+broker counts as down for a few seconds and messages are dropped without trying, so an outage
+costs audit messages, never sync throughput. Drops are counted
+(`exsync_audit_events_dropped_total`) and logged once per outage, never raised. Messages carry
+ids, states and counts, never customer details, subjects, email addresses or tokens.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ QUEUE_LIMIT = 10_000
 SCHEMA_VERSION = 1
 DOWN_SECONDS = 5.0  # after a failed send, drop without trying for this long
 FLUSH_SECONDS = 2.0  # at exit, time given to send what is queued
+SEND_SECONDS = 5.0
+# RabbitMQ confirms each message and Redis answers each write within SEND_SECONDS, so "sent"
+# means the broker has it, and a connection that died silently while idle (writes into it
+# still "succeed") is noticed and replaced instead of swallowing events or hanging the thread.
+TRANSPORT_OPTIONS = {"confirm_publish": True, "socket_timeout": SEND_SECONDS}
 
 
 class AuditPublisher:
@@ -82,45 +87,64 @@ class AuditPublisher:
 
     def _run(self) -> None:
         while (item := self.pending.get()) is not None:
-            routing_key, body = item
             if time.monotonic() < self._down_until:
                 self._drop("broker down")
-            elif self._send(routing_key, body):
-                self.sent += 1
-                AUDIT_PUBLISHED.inc()
-                if self._outage_drops:
-                    log.warning("audit.broker_back", extra={"dropped": self._outage_drops})
-                    self._outage_drops = 0
+                continue
+            try:
+                sent = self._send(*item)
+            except Exception:  # nothing a message does may end the thread, or every later one
+                log.exception("audit.unsendable", extra={"routing_key": item[0]})
+                self._reset()
+                self._drop("unsendable")
+                continue
+            if sent:
+                self._sent()
             else:
                 if not self._outage_drops:  # the first failure of an outage
                     log.warning("audit.broker_unavailable", extra={"error": self._error})
                 self._down_until = time.monotonic() + DOWN_SECONDS
                 self._drop("broker down")
-        self._reset()
+        self._reset(graceful=True)
+
+    def _sent(self) -> None:
+        self.sent += 1
+        AUDIT_PUBLISHED.inc()
+        if self._outage_drops:
+            log.warning("audit.broker_back", extra={"dropped": self._outage_drops})
+            self._outage_drops = 0
 
     def _send(self, routing_key: str, body: dict[str, Any]) -> bool:
         for _ in range(2):  # a broker may have closed an idle connection: one fresh try
             try:
                 if self._producer is None:
-                    self._conn = Connection(self.url, connect_timeout=2)
+                    self._conn = Connection(
+                        self.url, connect_timeout=2, transport_options=TRANSPORT_OPTIONS
+                    )
                     self._conn.ensure_connection(max_retries=0)
                     self._producer = Producer(self._conn.default_channel, exchange=self.exchange)
                 self._producer.publish(
-                    body, routing_key=routing_key, serializer="json", delivery_mode=2
-                )
+                    body, routing_key=routing_key, serializer="json", delivery_mode=2,
+                    timeout=SEND_SECONDS, confirm_timeout=SEND_SECONDS,
+                )  # fmt: skip
                 return True
             except (OperationalError, OSError, *_transport_errors(self._conn)) as exc:
                 self._error = type(exc).__name__  # never str(exc): it may hold the URL
                 self._reset()
         return False
 
-    def _reset(self) -> None:
+    def _reset(self, *, graceful: bool = False) -> None:
+        """Let go of the connection: a broken one without a word to the broker (asking a dead
+        AMQP connection to close waits for an answer that never comes)."""
         conn, self._conn, self._producer = self._conn, None, None
-        if conn is not None:
-            try:
+        if conn is None:
+            return
+        try:
+            if graceful:
                 conn.close()
-            except Exception:  # a dead connection may fail to close; it is gone either way
-                log.debug("audit.close_failed", exc_info=True)
+            else:
+                conn.collect()
+        except Exception:  # a dead connection may fail to close; it is gone either way
+            log.debug("audit.close_failed", exc_info=True)
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1

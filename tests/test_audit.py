@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -95,6 +97,77 @@ def test_a_broker_that_is_down_drops_events_without_raising() -> None:
     publisher.close(timeout=30)
     assert publisher.sent == 0
     assert publisher.dropped == 20
+
+
+class SilentLink:
+    """A TCP relay to a broker that can go silent on the connections open so far, as a NAT or
+    a firewall forgets idle ones: writes into them still succeed, nothing comes back."""
+
+    def __init__(self, url: str) -> None:
+        target = urlsplit(url)
+        self.target = (target.hostname or "127.0.0.1", target.port or 5672)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        port = self.server.getsockname()[1]
+        self.url = url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{port}")
+        self.open: list[socket.socket] = []
+        self.silent: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.server.accept()
+            except OSError:
+                return
+            far = socket.create_connection(self.target)
+            self.open += [near, far]
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(target=self._relay, args=(source, sink), daemon=True).start()
+
+    def _relay(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if source not in self.silent:
+                    sink.sendall(data)
+
+    def go_silent(self) -> None:
+        self.silent.update(self.open)
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self.open:
+            sock.close()
+
+
+def test_an_event_sent_into_a_dead_connection_is_sent_again_on_a_fresh_one(
+    broker_url: str,
+    listen,  # type: ignore[no-untyped-def]
+) -> None:
+    events = listen(broker_url)
+    link = SilentLink(broker_url)
+    publisher = AuditPublisher(link.url, deployment_id="test-deploy")
+    publisher.publish("subscription.renewed", subscription_id="s-1")
+    events.wait_for("subscription.renewed", subscription_id="s-1", timeout=10)
+    link.go_silent()
+
+    publisher.publish("subscription.renewed", subscription_id="s-2")
+    events.wait_for("subscription.renewed", subscription_id="s-2", timeout=20)
+    publisher.close()
+    link.close()
+    assert (publisher.sent, publisher.dropped) == (2, 0)
+
+
+def test_an_event_that_cannot_be_sent_is_dropped_and_the_next_still_goes(
+    redis_url: str,
+    listen,  # type: ignore[no-untyped-def]
+) -> None:
+    events = listen(redis_url)
+    publisher = AuditPublisher(redis_url, deployment_id="test-deploy")
+    publisher.publish("sync.failed", job_id=object())  # not JSON
+    publisher.publish("sync.failed", job_id="j-2")
+    events.wait_for("sync.failed", job_id="j-2", timeout=10)
+    publisher.close()
+    assert (publisher.sent, publisher.dropped) == (1, 1)
 
 
 # ---------------------------------------------------------------- a real sync's events

@@ -7,7 +7,7 @@ from flask import Flask, jsonify
 from rq import Queue
 from werkzeug.exceptions import HTTPException
 
-from core import jobs, logs, store
+from core import audit, jobs, logs, store
 from core.settings import Settings, load_settings
 from webhooks import admin, coconut, graph, health, metrics, request_id
 
@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # gunicorn configures only its own loggers; without this the app's lines would be lost.
     logs.configure(settings.log_level, settings.log_format)
     logs.redact(*settings.secrets)
+    audit.configure(settings)  # the admin's hold decisions are audit events too
     app = Flask(__name__)
     request_id.init_app(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
