@@ -159,7 +159,7 @@ def _converge(ctx: WorkerContext, kind: str, item_id: str, wanted: dict[str, Eve
     current = index.for_item(kind, item_id)
     for mailbox, projection in current.items():
         if mailbox not in wanted:
-            _guarded(ctx, mailbox, lambda p=projection: _remove(ctx, index, p))
+            _guarded(ctx, mailbox, lambda p=projection: remove_projection(ctx, index, p))
     for mailbox, draft in wanted.items():
         _guarded(ctx, mailbox, lambda m=mailbox, d=draft: _upsert(ctx, index, kind, item_id, m, d))
 
@@ -222,7 +222,8 @@ def _adopt(
     return adopted
 
 
-def _remove(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
+def remove_projection(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
+    """Delete our event from the mailbox and forget it."""
     exchange.delete(ctx, projection.mailbox, projection.event_id)
     index.remove(projection)
     audit.emit(
