@@ -253,8 +253,10 @@ def test_refused_notifications_enqueue_nothing(system: System, redis_conn: redis
     foreign = notify(system, [{**good, "tenantId": "00000000-0000-0000-0000-000000000000"}])
     malformed = httpx.post(f"{system.web_url}/webhooks/graph", content=b"{not json",
                            headers={"Content-Type": "application/json"})  # fmt: skip
-    assert [r.status_code for r in (wrong_state, unknown, foreign)] == [202, 202, 202]
-    assert all(r.json()["mailboxes"] == 0 for r in (wrong_state, unknown, foreign))
+    assert [r.status_code for r in (wrong_state, unknown, foreign)] == [403, 403, 403]
+    assert "clientState mismatch" in wrong_state.json()["reason"]
+    assert "unknown subscription" in unknown.json()["reason"]
+    assert "foreign tenant" in foreign.json()["reason"]
     assert malformed.status_code == 400 and "JSON" in malformed.json()["reason"]
     assert not redis_conn.exists(f"exsync:dirty:mailbox:{uid}")
     assert Queue("exsync", connection=redis_conn).count == 0

@@ -8,6 +8,11 @@ change that lands mid-run earns one more round.
 Per mailbox the round is: find our event (the mapping, else our mark in the mailbox, never a
 new one while one exists) → write it only when it differs from what we last wrote or a staff
 member edited it → remember its `changeKey`, so the mailbox sync recognises our own write.
+
+A create is recorded as pending before it is made: a worker that dies between Graph's answer
+and the mapping leaves an event only our mark can find, and the pending record says where to
+look, also once the mailbox no longer wants it (the appointment was reassigned or cancelled
+meanwhile) and the event must go.
 """
 
 from __future__ import annotations
@@ -169,7 +174,10 @@ def _upsert(
     draft: EventDraft,
 ) -> None:  # fmt: skip
     mark = mark_value(ctx.settings.deployment_id, kind, item_id)
-    known = index.for_item(kind, item_id).get(mailbox) or _adopt(ctx, index, mark, mailbox)
+    recorded = index.for_item(kind, item_id).get(mailbox)
+    known = recorded
+    if recorded is None or recorded.pending:
+        known = _adopt(ctx, index, mark, mailbox, recorded.generation if recorded else 0)
     # Same content as we last wrote, yet a write is due: a staff member edited or deleted it.
     restoring = known is not None and known.digest == draft.digest
     if known is not None:
@@ -182,11 +190,16 @@ def _upsert(
             _written_event(kind, item_id, mailbox, written, "restored" if restoring else "updated")
             return
         log.info("projection.recreated", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
-    generation = known.generation + 1 if known is not None else 0
+    if known is not None:
+        generation = known.generation + 1  # that event is gone: a new transactionId
+    else:  # a pending create that left nothing behind is made again with the same one
+        generation = recorded.generation if recorded is not None else 0
+    pending = Projection(kind, item_id, mailbox, "", "", generation)
+    index.save(pending, replaces=known)
     tx = transaction_id(ctx.settings.deployment_id, kind, item_id, mailbox, generation)
     written = exchange.create(ctx, mailbox, draft, mark, tx)
     fresh = Projection(kind, item_id, mailbox, written.event_id, written.change_key, generation)
-    index.save(_projection(fresh, written, draft), replaces=known)
+    index.save(_projection(fresh, written, draft), replaces=pending)
     _clear_problem(ctx, mailbox)
     _written_event(kind, item_id, mailbox, written, "restored" if restoring else "projected")
 
@@ -201,7 +214,7 @@ def _written_event(
 
 
 def _adopt(
-    ctx: WorkerContext, index: ProjectionIndex, mark: str, mailbox: str
+    ctx: WorkerContext, index: ProjectionIndex, mark: str, mailbox: str, generation: int = 0
 ) -> Projection | None:
     """Rebuild a lost mapping from our mark; extra copies (a crash between two creates of
     different generations) are deleted so one event remains."""
@@ -212,7 +225,7 @@ def _adopt(
     for duplicate in extra:
         exchange.delete(ctx, mailbox, duplicate.event_id)
     _, kind, item_id = mark.split(":")
-    adopted = Projection(kind, item_id, mailbox, keep.event_id, keep.change_key)
+    adopted = Projection(kind, item_id, mailbox, keep.event_id, keep.change_key, generation)
     index.save(adopted)
     log.info("projection.adopted", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
     audit.emit(
@@ -224,12 +237,18 @@ def _adopt(
 
 def remove_projection(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
     """Delete our event from the mailbox and forget it."""
-    exchange.delete(ctx, projection.mailbox, projection.event_id)
+    removed = [projection.event_id]
+    if projection.pending:  # the create may have happened: our mark says where it went
+        mark = mark_value(ctx.settings.deployment_id, projection.kind, projection.item_id)
+        removed = [found.event_id for found in exchange.find_marked(ctx, projection.mailbox, mark)]
+    for event_id in removed:
+        exchange.delete(ctx, projection.mailbox, event_id)
     index.remove(projection)
-    audit.emit(
-        f"{projection.kind}.removed", kind=projection.kind, item_id=projection.item_id,
-        mailbox=projection.mailbox, event_id=projection.event_id,
-    )  # fmt: skip
+    for event_id in removed:
+        audit.emit(
+            f"{projection.kind}.removed", kind=projection.kind, item_id=projection.item_id,
+            mailbox=projection.mailbox, event_id=event_id,
+        )  # fmt: skip
 
 
 def _projection(base: Projection, written: exchange.Written, draft: EventDraft) -> Projection:

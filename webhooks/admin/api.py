@@ -80,9 +80,10 @@ def register() -> tuple[Response, int] | BaseResponse:
         target = "all"
     else:
         user = str(body.get("user", "")).strip().lower()
-        target = user if user.isdigit() else _staff_ids(_services().redis).get(user, "")
+        staff = _staff_ids(_services().redis)
+        target = user if user in staff.values() else staff.get(user, "")
         if not target:
-            reason = "user must be a Coconut staff id or the email of a listed staff member"
+            reason = "user must be the Coconut staff id or email of a listed staff member"
             return jsonify(error="Bad Request", reason=reason), 400
     job = jobs.ensure_queued(_services().queue, REGISTER, "register", target)
     return _answer({"status": "queued", "job_id": job, "message": "Subscription queued."}, 202)
