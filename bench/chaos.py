@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.chaos.run import main  # noqa: E402
+from tests.chaos.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

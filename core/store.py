@@ -88,9 +88,7 @@ def seen_delivery(conn: redis.Redis, source: str, delivery_id: str) -> bool:
     return bool(conn.exists(delivery_key(source, delivery_id)))
 
 
-def remember_delivery(
-    conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400
-) -> None:
+def remember_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400) -> None:
     """Record an accepted delivery, once its job is queued: marking it first would turn the
     sender's retry into a "duplicate" whenever the enqueue after it failed (Redis going away
     between the two), and the change would be lost. Two copies racing both enqueue, which the
