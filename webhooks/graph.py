@@ -109,7 +109,7 @@ def lifecycle() -> tuple[Response, int] | Response:
     for item in items:
         try:
             event = item.get("lifecycleEvent")
-            if event not in LIFECYCLE_JOBS:
+            if not isinstance(event, str) or event not in LIFECYCLE_JOBS:
                 raise InvalidItem("unknown lifecycleEvent", malformed=True)
             mailbox = _verified_mailbox(services, item)
             verified.append((event, item["subscriptionId"], mailbox))

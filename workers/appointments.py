@@ -107,24 +107,21 @@ def _reconcile_round(ctx: WorkerContext) -> int:
     raw = ctx.redis.get(checkpoint_key)
     since = datetime.fromtimestamp(float(raw), UTC) - RECONCILE_OVERLAP if raw else None
     window_start = started - timedelta(days=ctx.settings.sync_past_days)
-    queued = 0
-    listed: set[str] = set()
+    # Appointments and absences number their ids apart: appointment 36 is not absence 36.
+    queued: set[tuple[str, str]] = set()
     for appointment in ctx.coconut.appointments(updated_since=since, start_after=window_start):
-        listed.add(str(appointment.id))
-        jobs.ensure_queued(ctx.queue, SYNC_APPOINTMENT, "appointment", str(appointment.id))
-        queued += 1
+        queued.add(("appointment", str(appointment.id)))
     for absence in ctx.coconut.absences(source="coconut"):
         if since is None or absence.updated_at >= since:
-            jobs.ensure_queued(ctx.queue, SYNC_ABSENCE, "absence", str(absence.id))
-            queued += 1
-    for kind, func in (("appointment", SYNC_APPOINTMENT), ("absence", SYNC_ABSENCE)):
-        for item_id in _projected_items(ctx, kind):
-            if item_id not in listed:
-                jobs.ensure_queued(ctx.queue, func, kind, item_id)
-                queued += 1
+            queued.add(("absence", str(absence.id)))
+    for kind in ("appointment", "absence"):
+        queued |= {(kind, item_id) for item_id in _projected_items(ctx, kind)}
+    funcs = {"appointment": SYNC_APPOINTMENT, "absence": SYNC_ABSENCE}
+    for kind, item_id in sorted(queued):
+        jobs.ensure_queued(ctx.queue, funcs[kind], kind, item_id)
     ctx.redis.set(checkpoint_key, started.timestamp())
-    log.info("reconcile.coconut", extra={"queued": queued, "full": since is None})
-    return queued
+    log.info("reconcile.coconut", extra={"queued": len(queued), "full": since is None})
+    return len(queued)
 
 
 # ---------------------------------------------------------------- rounds
