@@ -304,7 +304,7 @@ def test_a_sync_completes_while_the_audit_broker_is_unreachable(make_system) -> 
     coconut = CoconutAdmin(system)
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=15, minute=0, second=0)
     appointment = coconut.book(start.isoformat(), staff_id=STAFF1)
-    wait_for_events(system, USER1, f"exsync:appointment:{appointment}", 1)
+    wait_for_events(system, USER1, f"exsync:appointment:{appointment}", 1, timeout=60)
 
     worker = scrape(f"http://127.0.0.1:{system.metrics_ports['worker-0']}/metrics")
     assert worker["exsync_audit_events_dropped_total"][(("reason", "broker down"),)] >= 1

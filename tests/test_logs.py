@@ -96,10 +96,11 @@ def test_a_real_sync_logs_ids_and_never_a_secret_subject_or_customer(
     coconut = CoconutAdmin(system)
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=15, minute=0, second=0)
     appointment = coconut.book(start.isoformat(), staff_id=STAFF1)
-    (projected,) = wait_for_events(system, USER1, f"exsync:appointment:{appointment}", 1)
+    mark = f"exsync:appointment:{appointment}"
+    (projected,) = wait_for_events(system, USER1, mark, 1, timeout=60)
     day = datetime.now(UTC) + timedelta(days=5)
     Outlook(system).create(USER1, subject="Credit committee Q3", start=at(day, 9), end=at(day, 10))
-    wait_blocks(system, STAFF1, lambda bs: any(b["title"] == "Credit committee Q3" for b in bs))
+    wait_blocks(system, STAFF1, lambda bs: any(b["title"] == "Credit committee Q3" for b in bs), 60)
 
     web = json_lines(system.processes["web"].log())
     handled = [e for e in web if e["logger"].startswith("webhooks.")]
