@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import redis
 
-from core import store
+from core import audit, store
 
 RELEASE = "workers.holds.release_holds"
 
@@ -36,4 +36,5 @@ def discard(conn: redis.Redis, user_id: str) -> int:
     pipe.delete(held_key(user_id))
     pipe.hdel(store.mailbox_key(user_id), "held_removals")
     pipe.execute()
+    audit.emit("busy_time.kept", mailbox=user_id, kept=count)
     return count

@@ -12,6 +12,10 @@ cost one or two runs, not a thousand. The protocol (DESIGN.md, "Coalescing"):
 The flag is a counter, not a boolean, and it is cleared only after a round completed: a worker
 killed mid-round leaves it set, so the retried job still does the work.
 
+For the items people wait on (a mailbox, an appointment, an absence) the receiver also notes
+when the oldest unread change was noticed; the round that reads it hands that time on to its
+end, where it becomes the sync lag (core.metrics.SYNC_LAG, and per mailbox the lag gauge).
+
 Two workers never work on one item at once (the lock), a killed worker's lock expires, and RQ's
 retry requeues its job.
 """
@@ -32,6 +36,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from core import store
+from core.metrics import SYNC_LAG
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,9 @@ LOCK_SECONDS = 20
 MAX_ROUNDS = 5
 # The first retry runs at once (an abandoned job must not wait for a scheduler), then back off.
 RETRY_INTERVALS = [0, 5, 15, 60, 300]
+# Items whose lag is measured, and the direction their changes travel.
+LAG_DIRECTIONS = {"mailbox": "to_coconut", "appointment": "to_exchange", "absence": "to_exchange"}
+NOTICED_TTL = 7 * 86_400
 
 
 def job_id(kind: str, item: str, suffix: str = "") -> str:
@@ -84,6 +92,8 @@ def ensure_queued(
     pipe = conn.pipeline(transaction=False)
     if also is not None:
         also(pipe)  # the caller's own bookkeeping rides along in the same round trip
+    if kind in LAG_DIRECTIONS:
+        pipe.set(store.noticed_key(kind, item), time.time(), nx=True, ex=NOTICED_TTL)
     pipe.incr(store.dirty_key(kind, item))
     pipe.hget(Job.key_for(first), "status")
     status = pipe.execute()[-1]
@@ -116,6 +126,7 @@ def _enqueue_unique(
                 retry=Retry(max=retries, interval=RETRY_INTERVALS[: max(retries, 1)])
                 if retries
                 else None,
+                meta={"retries": retries},  # RQ keeps only the retries left; attempts need both
             )
             return True
         except DuplicateJobError:
@@ -220,13 +231,40 @@ def run_coalesced(
                 # burst): let the burst finish first. A lone change is read at once.
                 seen = _settled(conn, dirty, settle)
             rounds += 1
+            noticed = _take_noticed(conn, kind, item)
             round_(lock)
             _clear_unless_changed(keys=[dirty], args=[seen], client=conn)
+            if noticed is not None:
+                conn.delete(store.reading_key(kind, item))
+                SYNC_LAG.labels(direction=LAG_DIRECTIONS[kind]).observe(time.time() - noticed)
             if settle:
                 conn.set(recent, 1, px=int(BURST_WINDOW * 1000))
         if rounds == MAX_ROUNDS and conn.exists(dirty):
             log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
     return rounds
+
+
+_take_noticed_script = """
+local noticed = redis.call('GET', KEYS[1])
+local since = redis.call('GET', KEYS[2])
+if noticed then
+    redis.call('DEL', KEYS[1])
+    if not since or tonumber(noticed) < tonumber(since) then since = noticed end
+end
+if since then redis.call('SET', KEYS[2], since, 'EX', ARGV[1]) end
+return since
+"""
+
+
+def _take_noticed(conn: redis.Redis, kind: str, item: str) -> float | None:
+    """When the oldest change this round reads was noticed. It moves from `noticed` to
+    `reading` (changes noticed from now on start a new `noticed`), and stays in `reading` if
+    the round dies, so the retried round still counts from the first notice."""
+    if kind not in LAG_DIRECTIONS:
+        return None
+    keys = [store.noticed_key(kind, item), store.reading_key(kind, item)]
+    since = conn.eval(_take_noticed_script, len(keys), *keys, NOTICED_TTL)
+    return float(since) if since is not None else None
 
 
 SETTLE_LIMIT = 10.0

@@ -46,9 +46,16 @@ THROTTLE_WAIT = Counter(
 )
 SYNC_LAG = Histogram(
     "exsync_sync_lag_seconds",
-    "From a change's notification to its job applying it.",
+    "From the oldest change noticed for an item (a webhook, a notification, a poll) to the end "
+    "of the round that applied it, by direction (to_exchange, to_coconut).",
     ["direction"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+AUDIT_PUBLISHED = Counter("exsync_audit_events_published", "Audit events sent to the broker.")
+AUDIT_DROPPED = Counter(
+    "exsync_audit_events_dropped",
+    "Audit events dropped, by reason (broker down, queue full); a sync never waits for them.",
+    ["reason"],
 )
 
 
@@ -63,6 +70,7 @@ class StateCollector(Collector):
         try:
             yield from self._queue()
             yield from self._subscriptions()
+            yield from self._mailbox_lag()
         except redis.RedisError as exc:
             # A scrape must not fail because Redis is down; /readyz reports that.
             log.warning("metrics.redis_unavailable", extra={"error": type(exc).__name__})
@@ -111,3 +119,31 @@ class StateCollector(Collector):
         if soonest is not None:
             expiry.add_metric([], soonest)
         yield expiry
+
+    def _mailbox_lag(self) -> Iterator[Metric]:
+        """How long each staff mailbox's oldest change has waited for a completed delta round
+        (0 when it is caught up): the number to alert on when Outlook changes stop reaching
+        Coconut, whether notifications, the queue or the workers are behind."""
+        lag = GaugeMetricFamily(
+            "exsync_mailbox_sync_lag_seconds",
+            "Seconds the oldest change noticed for a staff mailbox has waited for a completed "
+            "delta round (0: caught up).",
+            labels=["mailbox"],
+        )
+        now = time.time()
+        prefix = store.mailbox_key("")
+        keys = [k.decode() for k in self.conn.scan_iter(match=prefix + "*", count=500)]
+        pipe = self.conn.pipeline(transaction=False)
+        for key in keys:
+            user_id = key[len(prefix) :]
+            pipe.hexists(key, "staff_id")
+            pipe.get(store.noticed_key("mailbox", user_id))
+            pipe.get(store.reading_key("mailbox", user_id))
+        answers = pipe.execute()
+        for index, key in enumerate(keys):
+            matched, noticed, reading = answers[3 * index : 3 * index + 3]
+            if not matched:
+                continue
+            since = min((float(v) for v in (noticed, reading) if v), default=now)
+            lag.add_metric([key[len(prefix) :]], max(0.0, now - since))
+        yield lag

@@ -8,7 +8,9 @@ instead of failing on its first job.
 from __future__ import annotations
 
 from functools import cached_property
+from urllib.parse import urlsplit
 
+from kombu.transport import TRANSPORT_ALIASES
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +19,7 @@ from core.connection import EditPolicy
 from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 
 ENV_PREFIX = "EXSYNC_"
+AUDIT_OFF = {"", "none"}
 
 
 class SettingsError(Exception):
@@ -93,6 +96,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: str = Field("text", pattern=r"^(text|json)$")
+    # Where audit events go (a kombu URL: redis://, amqp://...): unset means the service's own
+    # Redis, "" or "none" turns them off. May hold a broker password, hence no repr.
+    audit_url: str | None = Field(None, repr=False)
 
     @field_validator("public_url", "graph_url", "authority", "coconut_app_url")
     @classmethod
@@ -115,6 +121,17 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("audit_url")
+    @classmethod
+    def _audit_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in AUDIT_OFF:
+            return value
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in TRANSPORT_ALIASES:
+            # Never echo the URL: it may carry the broker's password.
+            raise ValueError(f"must be a kombu broker URL (redis://, amqp://...), got {scheme!r}")
+        return value
 
     @field_validator("secret_key")
     @classmethod
@@ -142,6 +159,21 @@ class Settings(BaseSettings):
         return GraphEndpoint(
             graph_url=self.graph_url, authority=self.authority, ca_file=self.graph_ca_file
         )
+
+    @property
+    def audit_broker(self) -> str | None:
+        """The audit events' broker URL, or None when they are off."""
+        if self.audit_url is None:
+            return self.redis_url
+        return None if self.audit_url.strip().lower() in AUDIT_OFF else self.audit_url
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value this process was given, for the log redactor (core.logs)."""
+        keys = [k.strip() for k in self.secret_key.split(",")]
+        passwords = [urlsplit(url).password for url in (self.redis_url, self.audit_broker or "")]
+        return [v for v in (self.client_secret, self.coconut_client_secret,
+                            self.coconut_webhook_secret, *keys, *passwords) if v]  # fmt: skip
 
     def require(self, *names: str) -> Settings:
         """Return self, or raise SettingsError naming every required variable left empty."""

@@ -6,6 +6,8 @@ the whole layout in one place:
 
     exsync:delivery:{source}:{id}      seen webhook delivery ids (dedupe window)
     exsync:dirty:{kind}:{key}          a change arrived for this item since its job last read
+    exsync:noticed:{kind}:{key}        when the oldest change not yet read was noticed (epoch)
+    exsync:reading:{kind}:{key}        the same, for the changes the running round applies
     exsync:lock:{kind}:{key}           one worker at a time per mailbox or appointment
     exsync:subscription:{id}           hash: mailbox, client_state, expires_at, resource
     exsync:mailbox:{user_id}           hash: sync state of one staff mailbox
@@ -45,6 +47,14 @@ def dirty_key(kind: str, item: str) -> str:
     return key("dirty", kind, item)
 
 
+def noticed_key(kind: str, item: str) -> str:
+    return key("noticed", kind, item)
+
+
+def reading_key(kind: str, item: str) -> str:
+    return key("reading", kind, item)
+
+
 def lock_key(kind: str, item: str) -> str:
     return key("lock", kind, item)
 
@@ -78,9 +88,7 @@ def seen_delivery(conn: redis.Redis, source: str, delivery_id: str) -> bool:
     return bool(conn.exists(delivery_key(source, delivery_id)))
 
 
-def remember_delivery(
-    conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400
-) -> None:
+def remember_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400) -> None:
     """Record an accepted delivery, once its job is queued: marking it first would turn the
     sender's retry into a "duplicate" whenever the enqueue after it failed (Redis going away
     between the two), and the change would be lost. Two copies racing both enqueue, which the

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.subscription import Subscription
 
-from core import jobs, store
+from core import audit, jobs, store
 from workers import directory
 from workers.context import WorkerContext
 
@@ -103,6 +103,7 @@ def create(ctx: WorkerContext, user_id: str) -> Local:
     pipe.set(of_key(user_id), made.id)
     pipe.execute()
     log.info("subscription.created", extra={"mailbox": user_id, "subscription": made.id})
+    _emit("subscription.created", record)
     jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
     return record
 
@@ -128,7 +129,9 @@ def renew(ctx: WorkerContext, subscription_id: str) -> Local | None:
         store.subscription_key(subscription_id),
         mapping={"expires_at": expires_at.timestamp(), "renew_at": renew_at},
     )
-    return Local(subscription_id, record.user_id, expires_at.timestamp(), renew_at)
+    renewed = Local(subscription_id, record.user_id, expires_at.timestamp(), renew_at)
+    _emit("subscription.renewed", renewed)
+    return renewed
 
 
 def reauthorize(ctx: WorkerContext, subscription_id: str) -> Local | None:
@@ -143,6 +146,7 @@ def reauthorize(ctx: WorkerContext, subscription_id: str) -> Local | None:
         if exc.response_status_code != 404:
             raise
         return recreate(ctx, subscription_id)
+    _emit("subscription.reauthorized", record)
     return renew(ctx, subscription_id)
 
 
@@ -154,7 +158,9 @@ def recreate(ctx: WorkerContext, subscription_id: str) -> Local | None:
     delete(ctx, subscription_id)
     if not (ctx.impersonation and ctx.syncing):
         return None
-    return create(ctx, record.user_id)
+    fresh = create(ctx, record.user_id)
+    _emit("subscription.recreated", fresh, replaces=subscription_id)
+    return fresh
 
 
 def delete(ctx: WorkerContext, subscription_id: str) -> None:
@@ -167,6 +173,10 @@ def delete(ctx: WorkerContext, subscription_id: str) -> None:
         if exc.response_status_code != 404:
             raise
     forget(ctx, subscription_id)
+    audit.emit(
+        "subscription.deleted", subscription_id=subscription_id,
+        mailbox=record.user_id if record else None,
+    )  # fmt: skip
 
 
 def forget(ctx: WorkerContext, subscription_id: str) -> None:
@@ -235,6 +245,14 @@ def _ours_at_graph(ctx: WorkerContext) -> dict[str, str]:
         builder = ctx.graph.subscriptions.with_url(page.odata_next_link)
         page = ctx.run(ctx.gate.call("app", lambda b=builder: b.get()))
     return found
+
+
+def _emit(routing_key: str, record: Local, **more: str) -> None:
+    expires = datetime.fromtimestamp(record.expires_at, UTC).isoformat()
+    audit.emit(
+        routing_key, subscription_id=record.subscription_id, mailbox=record.user_id,
+        expires_at=expires, **more,
+    )  # fmt: skip
 
 
 def _renew_at(ctx: WorkerContext, expires_at: float) -> float:

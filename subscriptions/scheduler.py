@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from prometheus_client import start_http_server
 
-from core import jobs, store
+from core import jobs, logs, store
 from core.settings import Settings
 from subscriptions import manager
 from workers.context import WorkerContext, install
@@ -46,6 +46,7 @@ COCONUT = "workers.appointments.reconcile_coconut"
 def run_scheduler(settings: Settings, *, host: str, port: int) -> int:
     ctx = WorkerContext(settings)
     install(ctx)
+    logs.redact(*settings.secrets)
     if port:
         start_http_server(port, addr=host)
     stop = threading.Event()

@@ -52,7 +52,10 @@ class System:
     settings: dict[str, str] = field(default_factory=dict)
     # Point the admin pages' "worldwide" cloud at this run's Graph emulator.
     cloud_override: bool = False
+    # Serve /metrics from every worker and the scheduler on ports kept in `metrics_ports`.
+    metrics: bool = False
     processes: dict[str, Process] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.graph_port = free_port()
@@ -124,14 +127,29 @@ class System:
             self.start_worker(index)
         if self.scheduler:
             self._process(
-                "scheduler", [sys.executable, "-m", "exsync.cli", "scheduler", "--port", "0"]
+                "scheduler",
+                [
+                    sys.executable,
+                    "-m",
+                    "exsync.cli",
+                    "scheduler",
+                    "--port",
+                    self._port("scheduler"),
+                ],
             )
         return self
 
     def start_worker(self, index: int) -> Process:
+        name = f"worker-{index}"
         return self._process(
-            f"worker-{index}", [sys.executable, "-m", "exsync.cli", "worker", "--port", "0"]
+            name, [sys.executable, "-m", "exsync.cli", "worker", "--port", self._port(name)]
         )
+
+    def _port(self, name: str) -> str:
+        if not self.metrics:
+            return "0"
+        self.metrics_ports[name] = free_port()
+        return str(self.metrics_ports[name])
 
     def kill(self, name: str) -> None:
         """SIGKILL a process (no clean-up of any kind) and reap it."""

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.marks import MARK_PROPERTY_ID
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, System, wait_until
@@ -67,6 +68,38 @@ class CoconutAdmin:
 
     def appointment(self, appointment_id: int) -> dict[str, Any]:
         return self.http.get(f"{API}/appointments/{appointment_id}").raise_for_status().json()
+
+
+def customer(coconut: CoconutAdmin, appointment_id: int) -> dict[str, Any]:
+    """The appointment's (single) customer as Coconut holds them: names, email, phone."""
+    doc = coconut.http.get(
+        f"{API}/appointments/{appointment_id}", params={"include": "attendees"}
+    ).json()
+    (attendee,) = [i for i in doc["included"] if i["type"] == "attendees"]
+    return dict(attendee["attributes"])
+
+
+def customer_name(coconut: CoconutAdmin, appointment_id: int) -> str:
+    person = customer(coconut, appointment_id)
+    return f"{person['first_name']} {person['last_name']}"
+
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def scrape(url: str) -> Samples:
+    """A /metrics page as {sample name: {sorted labels: value}}."""
+    answer = httpx.get(url, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return parse_metrics(answer.text)
+
+
+def parse_metrics(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
 
 
 def graph_fault(system: System, **spec: Any) -> None:

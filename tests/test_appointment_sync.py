@@ -28,6 +28,7 @@ from rq import Queue
 from tests.harness import COCONUT_WEBHOOK_SECRET, System, wait_until
 from tests.sync_support import (
     CoconutAdmin,
+    customer_name,
     graph_fault,
     marked_events,
     user_id,
@@ -99,14 +100,6 @@ def test_a_booking_appears_with_every_field_then_moves_changes_and_goes(
 
     coconut.change(appt, status="cancelled")
     wait_for_events(system, "user2@contoso.example", mark(appt), 0)
-
-
-def customer_name(coconut: CoconutAdmin, appointment_id: int) -> str:
-    doc = coconut.http.get(
-        f"/api/v2/b2b/appointments/{appointment_id}", params={"include": "attendees"}
-    ).json()
-    (attendee,) = [i for i in doc["included"] if i["type"] == "attendees"]
-    return f"{attendee['attributes']['first_name']} {attendee['attributes']['last_name']}"
 
 
 def test_reassigned_and_additional_staff_each_get_one_event(

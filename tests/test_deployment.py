@@ -3,14 +3,20 @@ so the file is checked against the Compose specification's schema instead of `do
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from core.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
+FIELDS = set(Settings.model_fields)
 
 
 def test_compose_file_validates_against_the_compose_spec() -> None:
@@ -43,3 +49,36 @@ def test_workers_can_be_scaled() -> None:
     worker = yaml.safe_load(COMPOSE.read_text())["services"]["worker"]
     assert "container_name" not in worker
     assert "ports" not in worker
+
+
+# What each process refuses to start without (exsync.cli: web, then worker and scheduler).
+REQUIRED = {"web": ("coconut_webhook_secret", "secret_key"),
+            "worker": ("tenant_id", "client_id", "coconut_url"),
+            "scheduler": ("tenant_id", "client_id", "coconut_url")}  # fmt: skip
+
+
+def test_every_process_gets_valid_settings_it_requires_from_compose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each `${VAR:-default}` resolved to its default (no .env) must pass start-up validation."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name, required in REQUIRED.items():
+        environment = services[name]["environment"]
+        for variable in os.environ:
+            if variable.startswith(ENV_PREFIX) or variable == "REDIS_URL":
+                monkeypatch.delenv(variable)
+        for variable, value in environment.items():
+            monkeypatch.setenv(variable, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)))
+        unknown = [v for v in environment if v.removeprefix(ENV_PREFIX).lower() not in FIELDS]
+        assert unknown == [], f"{name}: not a setting: {unknown}"
+        load_settings().require(*required)
+
+
+def test_healthchecks_probe_readiness_and_the_metrics_ports() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
+    for name, port in (("worker", "9101"), ("scheduler", "9102")):
+        service = services[name]
+        assert service["command"][service["command"].index("--port") + 1] == port
+        assert port in service["expose"]
+        assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"])

@@ -8,14 +8,19 @@ from flask import Flask, jsonify
 from rq import Queue
 from werkzeug.exceptions import HTTPException
 
-from core import jobs, store
+from core import audit, jobs, logs, store
 from core.settings import Settings, load_settings
-from webhooks import admin, coconut, graph, health, metrics, openapi
+from webhooks import admin, coconut, graph, health, metrics, openapi, request_id
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
+    # gunicorn configures only its own loggers; without this the app's lines would be lost.
+    logs.configure(settings.log_level, settings.log_format)
+    logs.redact(*settings.secrets)
+    audit.configure(settings)  # the admin's hold decisions are audit events too
     app = Flask(__name__)
+    request_id.init_app(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     jobs.configure(settings.job_retries, settings.job_timeout)
     conn = store.connect(settings.redis_url)

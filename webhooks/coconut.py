@@ -97,7 +97,7 @@ def receive() -> tuple[Response, int]:
     job = jobs.ensure_queued(services.queue, target.func, target.kind, item)
     store.remember_delivery(services.redis, "coconut", delivery_id)
     NOTIFICATIONS.labels(source="coconut", outcome="accepted").inc()
-    log.info("coconut.accepted", extra={"event": event, "item": item, "job_id": job})
+    log.info("coconut.accepted", extra={"coconut_event": event, "item": item, "job_id": job})
     return jsonify(status="accepted", job_id=job), 202
 
 

@@ -90,7 +90,8 @@ def notifications() -> tuple[Response, int] | Response:
             ),
         )  # fmt: skip
     NOTIFICATIONS.labels(source="graph", outcome="accepted").inc(accepted)
-    log.info("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
+    # DEBUG: one line per POST at thousands a second would drown the log (the access log has them).
+    log.debug("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
     return jsonify(status="accepted", mailboxes=len(mailboxes)), 202
 
 

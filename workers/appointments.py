@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core import jobs, store
+from core import audit, jobs, store
 from core.coconut import Staff
 from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
 from workers import directory, exchange
@@ -167,7 +167,7 @@ def _converge(ctx: WorkerContext, kind: str, item_id: str, wanted: dict[str, Eve
     current = index.for_item(kind, item_id)
     for mailbox, projection in current.items():
         if mailbox not in wanted:
-            _guarded(ctx, mailbox, lambda p=projection: _remove(ctx, index, p))
+            _guarded(ctx, mailbox, lambda p=projection: remove_projection(ctx, index, p))
     for mailbox, draft in wanted.items():
         _guarded(ctx, mailbox, lambda m=mailbox, d=draft: _upsert(ctx, index, kind, item_id, m, d))
 
@@ -181,14 +181,16 @@ def _upsert(
     known = recorded
     if recorded is None or recorded.pending:
         known = _adopt(ctx, index, mark, mailbox, recorded.generation if recorded else 0)
+    # Same content as we last wrote, yet a write is due: a staff member edited or deleted it.
+    restoring = known is not None and known.digest == draft.digest
     if known is not None:
-        unchanged = known.digest == draft.digest
-        if unchanged and exchange.change_key(ctx, mailbox, known.event_id) == known.change_key:
+        if restoring and exchange.change_key(ctx, mailbox, known.event_id) == known.change_key:
             return
         written = exchange.update(ctx, mailbox, known.event_id, draft)
         if written is not None:
             index.save(_projection(known, written, draft), replaces=known)
             _clear_problem(ctx, mailbox)
+            _written_event(kind, item_id, mailbox, written, "restored" if restoring else "updated")
             return
         log.info("projection.recreated", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
     if known is not None:
@@ -202,6 +204,16 @@ def _upsert(
     fresh = Projection(kind, item_id, mailbox, written.event_id, written.change_key, generation)
     index.save(_projection(fresh, written, draft), replaces=pending)
     _clear_problem(ctx, mailbox)
+    _written_event(kind, item_id, mailbox, written, "restored" if restoring else "projected")
+
+
+def _written_event(
+    kind: str, item_id: str, mailbox: str, written: exchange.Written, what: str
+) -> None:
+    """`appointment.projected|updated`, `absence.projected|updated`, or, for a staff member's
+    edit or deletion put back, `projection.restored`."""
+    key = "projection.restored" if what == "restored" else f"{kind}.{what}"
+    audit.emit(key, kind=kind, item_id=item_id, mailbox=mailbox, event_id=written.event_id)
 
 
 def _adopt(
@@ -219,17 +231,27 @@ def _adopt(
     adopted = Projection(kind, item_id, mailbox, keep.event_id, keep.change_key, generation)
     index.save(adopted)
     log.info("projection.adopted", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
+    audit.emit(
+        "projection.adopted", kind=kind, item_id=item_id, mailbox=mailbox,
+        event_id=keep.event_id, duplicates_removed=len(extra),
+    )  # fmt: skip
     return adopted
 
 
-def _remove(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
+def remove_projection(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
+    """Delete our event from the mailbox and forget it."""
+    removed = [projection.event_id]
     if projection.pending:  # the create may have happened: our mark says where it went
         mark = mark_value(ctx.settings.deployment_id, projection.kind, projection.item_id)
-        for found in exchange.find_marked(ctx, projection.mailbox, mark):
-            exchange.delete(ctx, projection.mailbox, found.event_id)
-    else:
-        exchange.delete(ctx, projection.mailbox, projection.event_id)
+        removed = [found.event_id for found in exchange.find_marked(ctx, projection.mailbox, mark)]
+    for event_id in removed:
+        exchange.delete(ctx, projection.mailbox, event_id)
     index.remove(projection)
+    for event_id in removed:
+        audit.emit(
+            f"{projection.kind}.removed", kind=projection.kind, item_id=projection.item_id,
+            mailbox=projection.mailbox, event_id=event_id,
+        )  # fmt: skip
 
 
 def _projection(base: Projection, written: exchange.Written, draft: EventDraft) -> Projection:

@@ -19,7 +19,7 @@ from azure.core.credentials import TokenCredential
 from msgraph import GraphServiceClient
 from rq import Queue
 
-from core import connection, store
+from core import audit, connection, logs, store
 from core.coconut import CoconutClient
 from core.delegated import DelegatedCredential
 from core.graph import app_credential, graph_client
@@ -83,6 +83,7 @@ class WorkerContext:
             endpoint = stored.endpoint(s.graph_ca_file)
             if stored.impersonation:
                 secret = connection.client_secret(self.redis, box)
+                logs.redact(secret)
                 credential: TokenCredential = app_credential(
                     endpoint, stored.tenant_id, stored.client_id, secret
                 )
@@ -147,6 +148,8 @@ def context() -> WorkerContext:
 
 
 def install(ctx: WorkerContext) -> None:
-    """Use this context in this process (the worker command builds it from validated settings)."""
+    """Use this context in this process (the worker command builds it from validated settings),
+    and publish the process's audit events as its settings say."""
     global _current
     _current = ctx
+    audit.configure(ctx.settings)

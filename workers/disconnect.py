@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from core import connection, store
+from core import audit, connection, store
 from core.marks import ProjectionIndex
 from subscriptions import manager
-from workers import exchange
+from workers.appointments import remove_projection
 from workers.context import context
 from workers.mailboxes import remove_block
 
@@ -30,8 +30,7 @@ def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
         index = ProjectionIndex(ctx.redis)
         for mailbox in _mailboxes_with(ctx, "projected"):
             for projection in index.in_mailbox(mailbox):
-                exchange.delete(ctx, mailbox, projection.event_id)
-                index.remove(projection)
+                remove_projection(ctx, index, projection)
                 removed["events"] += 1
         for mailbox in _mailboxes_with(ctx, "block"):
             for event_id in ctx.redis.hkeys(store.block_key(mailbox)):
@@ -40,6 +39,7 @@ def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
     connection.mark_disconnected(ctx.redis)
     ctx.redis.hset(store.key("disconnect"), mapping={**removed, "done": 1})
     log.info("disconnect.done", extra=removed)
+    audit.emit("connection.disconnected", scope=what, **removed)
     return removed
 
 

@@ -16,7 +16,7 @@ import logging
 
 import redis
 
-from core import jobs, store
+from core import audit, jobs, store
 from core.holds import held_key
 from core.settings import Settings
 from workers.context import context
@@ -24,16 +24,18 @@ from workers.context import context
 log = logging.getLogger(__name__)
 
 
-
 def should_hold(removing: int, total: int, settings: Settings) -> bool:
     return removing >= settings.hold_min_blocks and removing > settings.hold_share * total
 
 
-def hold(conn: redis.Redis, user_id: str, event_ids: list[str]) -> None:
+def hold(conn: redis.Redis, user_id: str, event_ids: list[str], total: int) -> None:
+    """Keep these removals for an admin; `total` is how many blocks the mailbox has."""
     pipe = conn.pipeline()
     pipe.sadd(held_key(user_id), *event_ids)
     pipe.execute()
-    conn.hset(store.mailbox_key(user_id), "held_removals", conn.scard(held_key(user_id)))
+    held = conn.scard(held_key(user_id))
+    conn.hset(store.mailbox_key(user_id), "held_removals", held)
+    audit.emit("busy_time.held", mailbox=user_id, removals=len(event_ids), blocks=total, held=held)
 
 
 def release_holds(user_id: str) -> int:
@@ -50,4 +52,5 @@ def release_holds(user_id: str) -> int:
             removed += 1
         ctx.redis.hdel(store.mailbox_key(user_id), "held_removals")
     log.info("holds.released", extra={"mailbox": user_id, "removed": removed})
+    audit.emit("busy_time.released", mailbox=user_id, removed=removed)
     return removed

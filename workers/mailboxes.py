@@ -38,7 +38,7 @@ from msgraph.generated.users.item.events.item.event_item_request_builder import 
     EventItemRequestBuilder,
 )
 
-from core import jobs, store
+from core import audit, jobs, store
 from core.coconut import AbsenceWrite, Conflict, Staff
 from core.connection import EditPolicy
 from core.marks import MARK_PROPERTY_ID, Projection, ProjectionIndex, parse_mark
@@ -250,7 +250,7 @@ def _apply(
         _upsert(ctx, user_id, event_id, desired, series, known.get(event_id))
     removals -= wanted.keys()
     if holds.should_hold(len(removals), len(known), ctx.settings):
-        holds.hold(ctx.redis, user_id, sorted(removals))
+        holds.hold(ctx.redis, user_id, sorted(removals), total=len(known))
         log.warning("mailbox.removals_held", extra={"mailbox": user_id, "count": len(removals)})
         return
     for event_id in removals:
@@ -417,6 +417,11 @@ def _upsert(
             absence = ctx.coconut.update_absence(exc.existing_id, desired)
     block = Block(absence.id, series, digest)
     ctx.redis.hset(block_key(user_id), event_id, json.dumps(asdict(block)))
+    audit.emit(
+        "busy_time.updated" if known is not None and not known.pending else "busy_time.created",
+        mailbox=user_id, event_id=event_id, absence_id=str(absence.id),
+        staff_id=str(desired.user_id),
+    )  # fmt: skip
 
 
 def forget_mailbox(user_id: str) -> int:
@@ -445,12 +450,16 @@ def remove_block(ctx: WorkerContext, user_id: str, event_id: str) -> None:
     if raw is None:
         return
     block = Block(**json.loads(raw))
+    removed = [block.absence_id]
     if block.pending:  # the create may have happened: Coconut knows it by the event's id
-        for absence in ctx.coconut.absences(source="external", external_id=event_id):
-            ctx.coconut.delete_absence(absence.id)
-    else:
-        ctx.coconut.delete_absence(block.absence_id)
+        removed = [a.id for a in ctx.coconut.absences(source="external", external_id=event_id)]
+    for absence_id in removed:
+        ctx.coconut.delete_absence(absence_id)
     ctx.redis.hdel(block_key(user_id), event_id)
+    for absence_id in removed:
+        audit.emit(
+            "busy_time.removed", mailbox=user_id, event_id=event_id, absence_id=str(absence_id)
+        )
 
 
 def _digest(desired: AbsenceWrite) -> str:

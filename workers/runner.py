@@ -12,6 +12,9 @@ RQ's work loop quits on any Redis error outside the dequeue (a heartbeat, a job'
 so a Redis restart would end every worker at once. `run_worker` waits for Redis to answer
 again and starts over with a fresh worker; the job that was running when Redis went is
 retried like a killed worker's.
+
+Every line logged while a job runs carries its `job_id` and `job` (core.logs), and a job that
+raises is published as a `sync.failed` audit event with its attempt and whether RQ retries it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 
 import redis
 from prometheus_client import start_http_server
@@ -29,6 +33,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.worker import WorkerStatus
 
+from core import audit, logs
 from core.metrics import JOB_SECONDS
 from core.settings import Settings
 from workers.context import WorkerContext, install
@@ -66,7 +71,7 @@ class ExsyncWorker(SimpleWorker):
         self._forget_dead_executions(job)
         execution = self.prepare_execution(job)
         started = time.monotonic()
-        with self._heartbeat(execution, queue):
+        with logs.bound(job_id=job.id, job=job.func_name), self._heartbeat(execution, queue):
             ok = self.perform_job(job, queue, execution)
         JOB_SECONDS.labels(job=job.func_name, result="ok" if ok else "failed").observe(
             time.monotonic() - started
@@ -102,9 +107,44 @@ class ExsyncWorker(SimpleWorker):
             thread.join()
 
 
+def publish_failure(
+    job: Job, exc_type: type[BaseException], exc: BaseException, _tb: TracebackType | None
+) -> bool:
+    """RQ exception handler: the failure as an audit event. Called before RQ decides on the
+    retry, so `retries_left` still counts this attempt. Only the error's class, HTTP status and
+    service error code go out: messages may quote a response body."""
+    retries = job.meta.get("retries")
+    left = job.retries_left or 0
+    audit.emit(
+        "sync.failed",
+        job_id=job.id,
+        function=job.func_name,
+        item_id=str(job.args[0]) if job.args else None,
+        attempt=retries - left + 1 if isinstance(retries, int) else None,
+        will_retry=job.should_retry,
+        error=exc_type.__name__,
+        status=_status(exc),
+        code=_code(exc),
+    )
+    return True  # let RQ's own handling go on
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "response_status_code", None) or getattr(exc, "status", None)
+    return status if isinstance(status, int) else None
+
+
+def _code(exc: BaseException) -> str | None:
+    """Graph's error code (ErrorItemNotFound...) or Coconut's: a fixed vocabulary, no data."""
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None) if error is not None else getattr(exc, "code", None)
+    return code if isinstance(code, str) else None
+
+
 def run_worker(settings: Settings, *, host: str, port: int, burst: bool = False) -> int:
     ctx = WorkerContext(settings)
     install(ctx)
+    logs.redact(*settings.secrets)
     if port:
         start_http_server(port, addr=host)
     while True:
@@ -113,6 +153,7 @@ def run_worker(settings: Settings, *, host: str, port: int, burst: bool = False)
             connection=ctx.redis,
             worker_ttl=HEARTBEAT_TTL,
             maintenance_interval=MAINTENANCE_SECONDS,
+            exception_handlers=[publish_failure],
         )
         try:
             worker.work(burst=burst, with_scheduler=True)
