@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -48,6 +49,12 @@ class GraphEndpoint:
     def is_microsoft(self) -> bool:
         return urlsplit(self.authority).hostname in _MICROSOFT_AUTHORITY_HOSTS
 
+    @property
+    def token_scope(self) -> str:
+        """The scope tokens are asked for: Graph's resource (graph.microsoft.com) whatever host
+        serves it: the emulator answers for it, and national clouds pass their own graph_url."""
+        return self.scope if self.is_microsoft else "https://graph.microsoft.com/.default"
+
 
 _MICROSOFT_AUTHORITY_HOSTS = {
     "login.microsoftonline.com",
@@ -57,9 +64,16 @@ _MICROSOFT_AUTHORITY_HOSTS = {
 
 
 def app_credential(
-    endpoint: GraphEndpoint, tenant_id: str, client_id: str, client_secret: str
+    endpoint: GraphEndpoint,
+    tenant_id: str,
+    client_id: str,
+    client_secret: str,
+    **transport: Any,
 ) -> ClientSecretCredential:
-    """An app-only (client credentials) credential against the endpoint's authority."""
+    """An app-only (client credentials) credential against the endpoint's authority.
+
+    `transport` goes to azure-core (`connection_timeout`, `read_timeout`, `retry_total`): its
+    defaults wait minutes, which suits a worker but not a readiness probe."""
     return ClientSecretCredential(
         tenant_id,
         client_id,
@@ -67,18 +81,16 @@ def app_credential(
         authority=endpoint.authority,
         connection_verify=endpoint.ca_file or True,
         disable_instance_discovery=not endpoint.is_microsoft,
+        **transport,
     )
 
 
 def graph_client(endpoint: GraphEndpoint, credential: TokenCredential) -> GraphServiceClient:
     """A client bound to the running event loop: keep one per loop, it cannot outlive it."""
     msgraph_speedup.install()  # reading an event cost 60 ms of CPU before
-    # Graph's scope is the resource's (graph.microsoft.com), whatever host serves it: the
-    # emulator answers for it, and national clouds pass their own graph_url.
-    scope = endpoint.scope if endpoint.is_microsoft else "https://graph.microsoft.com/.default"
     auth = AzureIdentityAuthenticationProvider(
         credential,
-        scopes=[scope],
+        scopes=[endpoint.token_scope],
         allowed_hosts=[urlsplit(endpoint.graph_url).hostname or ""],
     )
     # Retries are core.throttle's: the SDK's handler waits alone, not shared by the workers.

@@ -53,6 +53,12 @@ class Projection:
     generation: int = 0
     digest: str = ""  # of the draft we wrote (workers.projection.EventDraft.digest)
 
+    @property
+    def pending(self) -> bool:
+        """A create was begun and its answer never recorded (the worker died in between): the
+        event may or may not be in the mailbox, and only our mark can tell."""
+        return not self.event_id
+
 
 class ProjectionIndex:
     """Projections by item (`exsync:projection:{kind}:{id}`, mailbox → json) and by event
@@ -74,18 +80,21 @@ class ProjectionIndex:
         return [Projection(**json.loads(v)) for v in raw.values()]  # type: ignore[union-attr]
 
     def save(self, projection: Projection, replaces: Projection | None = None) -> None:
+        """Record a projection (a pending one only by item: it has no event id yet)."""
         body = json.dumps(asdict(projection))
         pipe = self.conn.pipeline()
-        if replaces is not None and replaces.event_id != projection.event_id:
+        if replaces is not None and replaces.event_id not in ("", projection.event_id):
             pipe.hdel(store.key("projected", replaces.mailbox), replaces.event_id)
         pipe.hset(
             store.key("projection", projection.kind, projection.item_id), projection.mailbox, body
         )
-        pipe.hset(store.key("projected", projection.mailbox), projection.event_id, body)
+        if not projection.pending:
+            pipe.hset(store.key("projected", projection.mailbox), projection.event_id, body)
         pipe.execute()
 
     def remove(self, projection: Projection) -> None:
         pipe = self.conn.pipeline()
         pipe.hdel(store.key("projection", projection.kind, projection.item_id), projection.mailbox)
-        pipe.hdel(store.key("projected", projection.mailbox), projection.event_id)
+        if not projection.pending:
+            pipe.hdel(store.key("projected", projection.mailbox), projection.event_id)
         pipe.execute()

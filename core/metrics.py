@@ -111,4 +111,3 @@ class StateCollector(Collector):
         if soonest is not None:
             expiry.add_metric([], soonest)
         yield expiry
-

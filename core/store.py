@@ -73,11 +73,16 @@ def epoch(value: str) -> float:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def first_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400) -> bool:
-    """True the first time a delivery id is seen; senders redeliver for about a day."""
-    return bool(conn.set(delivery_key(source, delivery_id), 1, nx=True, ex=ttl))
+def seen_delivery(conn: redis.Redis, source: str, delivery_id: str) -> bool:
+    """Whether this delivery was accepted before (senders redeliver for about a day)."""
+    return bool(conn.exists(delivery_key(source, delivery_id)))
 
 
-def forget_delivery(conn: redis.Redis, source: str, delivery_id: str) -> None:
-    """Undo `first_delivery` when the delivery could not be enqueued, so its retry is accepted."""
-    conn.delete(delivery_key(source, delivery_id))
+def remember_delivery(
+    conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400
+) -> None:
+    """Record an accepted delivery, once its job is queued: marking it first would turn the
+    sender's retry into a "duplicate" whenever the enqueue after it failed (Redis going away
+    between the two), and the change would be lost. Two copies racing both enqueue, which the
+    coalesced job absorbs."""
+    conn.set(delivery_key(source, delivery_id), 1, ex=ttl)

@@ -1,7 +1,8 @@
 """`exsync`: one command for every process of the service and for the chores of running it.
 
 Exit codes scripts can rely on: 0 done, 1 the chore ran and found a problem, 2 bad usage or
-configuration (the message names the setting), 3 a dependency (Redis) is unreachable.
+configuration (the message names the setting), 3 Redis is unreachable. Click answers bad usage
+with 2 itself; `Exsync.invoke` turns Redis being unreachable, in any command, into 3.
 """
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import redis
 
 from core import jobs, logs, store
 from core.settings import Settings, SettingsError, load_settings
-from exsync import sync_chores
+from exsync import resync, sync_chores
 
 EXIT_PROBLEM = 1
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
+SETTINGS_META = "exsync.settings"  # the settings a command loaded, for the group's messages
 
 
 def _settings(*required: str) -> Settings:
@@ -30,14 +34,37 @@ def _settings(*required: str) -> Settings:
         sys.exit(EXIT_CONFIG)
     logs.configure(settings.log_level, settings.log_format)
     jobs.configure(settings.job_retries, settings.job_timeout)
+    click.get_current_context().meta[SETTINGS_META] = settings
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Exsync(click.Group):
+    """The command group; Redis unreachable anywhere below it exits 3 with one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            settings = ctx.meta.get(SETTINGS_META)
+            where = f" at {_without_password(settings.redis_url)}" if settings else ""
+            click.echo(f"exsync: Redis unreachable{where}: {exc}", err=True)
+            ctx.exit(EXIT_UNREACHABLE)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+@click.group(cls=Exsync, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Keep Coconut appointments and Exchange Online calendars in sync, both ways.
 
-    Configuration comes from EXSYNC_* environment variables (see the README).
+    Configuration comes from EXSYNC_* environment variables (see the README). Exit codes: 0
+    done, 1 the command found a problem, 2 bad usage or configuration, 3 Redis unreachable.
     """
 
 
@@ -47,7 +74,11 @@ def main() -> None:
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=4, show_default=True, help="Threads per gunicorn worker.")
 def web(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the webhook receivers, health checks and admin pages (gunicorn)."""
+    """Serve the receivers, health checks and admin.
+
+    The webhook receivers, /healthz, /readyz, /metrics, the admin pages and API, under
+    gunicorn with the gthread worker.
+    """
     _settings("coconut_webhook_secret", "secret_key")
     # Each gunicorn process counts on its own; /metrics sums them from this directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="exsync-metrics-")
@@ -72,7 +103,10 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
 @click.option("--port", default=9101, show_default=True, help="Metrics port (0: none).")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(host: str, port: int, burst: bool) -> None:
-    """Run one RQ worker that applies changes to the opposite calendar."""
+    """Run one worker: apply changes both ways.
+
+    One RQ worker; run as many as you like. Metrics on --port (0 for none).
+    """
     settings = _settings("tenant_id", "client_id", "coconut_url")
     from workers.runner import run_worker
 
@@ -83,7 +117,11 @@ def worker(host: str, port: int, burst: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Metrics address.")
 @click.option("--port", default=9102, show_default=True, help="Metrics port (0: none).")
 def scheduler(host: str, port: int) -> None:
-    """Create and renew Graph subscriptions, poll delegated mailboxes, reconcile."""
+    """Run the scheduler: subscriptions, polls, reconciles.
+
+    Creates and renews Graph subscriptions, polls delegated mailboxes and reconciles both
+    sides. Run exactly one.
+    """
     settings = _settings("tenant_id", "client_id", "coconut_url")
     from subscriptions.scheduler import run_scheduler
 
@@ -97,7 +135,10 @@ def scheduler(host: str, port: int) -> None:
 @click.argument("service", type=click.Choice(["graph", "coconut"]))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def emulate(service: str, args: tuple[str, ...]) -> None:
-    """Run a local emulator of Microsoft Graph or Coconut (`exsync emulate graph --help`)."""
+    """Run the Graph or Coconut emulator.
+
+    `exsync emulate graph --help` and `exsync emulate coconut --help` list their options.
+    """
     # A separate program reached over HTTP, like the real service: nothing here imports it.
     os.execvp(sys.executable, [sys.executable, "-m", f"emulators.{service}", *args])
 
@@ -106,7 +147,10 @@ def emulate(service: str, args: tuple[str, ...]) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for every process.")
 @click.option("--port", default=8000, show_default=True, help="Web port; others follow it.")
 def demo(host: str, port: int) -> None:
-    """Start both emulators, Redis if needed, web, a worker and the scheduler, seeded."""
+    """Run everything at once, seeded.
+
+    Both emulators, Redis if needed, web, a worker and the scheduler; Ctrl-C stops them.
+    """
     from exsync.demo import run_demo
 
     sys.exit(run_demo(host, port))
@@ -115,39 +159,55 @@ def demo(host: str, port: int) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """The connection, the initial sync and every staff member's sync status."""
+    """Show the connection, queue and staff status.
+
+    The connection, the initial sync, the queue (waiting, oldest, running, failed), the
+    subscriptions expiring within a day, mailboxes in error and every staff member's row as on
+    the User Accounts tab. Exit 1 when a staff member or mailbox is in error or a job failed.
+    """
     import json
     from dataclasses import asdict
 
-    from core import connection, staff_status
+    from core import connection, ops_state, staff_status
     from core.progress import progress
 
     settings = _settings()
     conn = store.connect(settings.redis_url)
-    try:
-        stored = connection.load(conn)
-        configured = stored.status != connection.Status.NOT_CONFIGURED
-        polling = not (stored.impersonation if configured else settings.impersonation)
-        rows = staff_status.rows(conn, polling=polling)
-        initial = progress(conn)
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
+    stored = connection.load(conn)
+    configured = stored.status != connection.Status.NOT_CONFIGURED
+    polling = not (stored.impersonation if configured else settings.impersonation)
+    rows = staff_status.rows(conn, polling=polling)
+    initial = progress(conn)
+    queue = ops_state.queue_state(conn, settings.queue_name)
+    subscriptions = ops_state.subscription_state(conn)
+    broken = ops_state.mailboxes_in_error(conn)
     counts = staff_status.counts(rows)
     access = "polling" if polling else "subscriptions"
     if as_json:
         out = {
             "connection": stored.status, "access": access,
             "initial_sync": {"state": initial.state, "done": initial.done, "total": initial.total},
+            "queue": asdict(queue),
+            "subscriptions": asdict(subscriptions),
+            "mailboxes_in_error": [asdict(m) for m in broken],
             "counts": {str(k): v for k, v in counts.items()},
             "users": [{**asdict(r), "state": str(r.state)} for r in rows],
         }  # fmt: skip
         click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(
-            f"connection: {stored.status}   access: {'polling' if polling else 'subscriptions'}"
-        )
+        click.echo(f"connection: {stored.status}   access: {access}")
         click.echo(f"initial sync: {initial.state} ({initial.done}/{initial.total} items)")
+        click.echo(
+            f"queue: {queue.depth} waiting (oldest {queue.oldest_waiting_seconds:.0f} s)   "
+            f"running {queue.running}   failed {queue.failed}"
+        )
+        click.echo(
+            f"subscriptions: {subscriptions.total}   expiring within a day "
+            f"{subscriptions.expiring_within_a_day}   expired {subscriptions.expired}"
+        )
+        click.echo(f"mailboxes in error: {len(broken)}")
+        for m in broken:
+            click.echo(f"  {m.address or m.mailbox:<40} {m.problem}")
         click.echo(
             f"syncing {counts[staff_status.State.SYNCING]}   warnings "
             f"{counts[staff_status.State.WARNING]}   errors {counts[staff_status.State.ERROR]}"
@@ -158,30 +218,30 @@ def status(as_json: bool) -> None:
                 f"  {r.state:<10} {r.name:<24} {r.mailbox or '-':<32} "
                 f"{r.subscription or '-':<8} {r.to_exchange}/{r.to_coconut}{detail}"
             )
-    sys.exit(EXIT_PROBLEM if counts[staff_status.State.ERROR] else 0)
+    problem = counts[staff_status.State.ERROR] or broken or queue.failed
+    sys.exit(EXIT_PROBLEM if problem else 0)
 
 
 @main.command("initial-sync")
 @click.option("--status", "status_only", is_flag=True, help="Only show progress.")
 def initial_sync(status_only: bool) -> None:
-    """Queue the initial sync (every staff member, both ways) and show its progress."""
+    """Queue the initial sync and show its progress.
+
+    Every staff member, both ways (Authorize queues it too); --status only shows progress.
+    """
     from rq import Queue
 
     from core.progress import progress
 
     settings = _settings()
     conn = store.connect(settings.redis_url)
-    try:
-        if not status_only:
-            queue = Queue(settings.queue_name, connection=conn)
-            jobs.ensure_queued(
-                queue, "workers.initial_sync.run_initial_sync", "initial_sync", "exchange"
-            )
-            click.echo("initial sync queued")
-        now = progress(conn)
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
+    if not status_only:
+        queue = Queue(settings.queue_name, connection=conn)
+        jobs.ensure_queued(
+            queue, "workers.initial_sync.run_initial_sync", "initial_sync", "exchange"
+        )
+        click.echo("initial sync queued")
+    now = progress(conn)
     click.echo(f"state: {now.state}   items done: {now.done}/{now.total}")
     for user in now.users:
         click.echo(f"  {user.address or user.staff_id:40} {user.done}/{user.total}")
@@ -189,42 +249,35 @@ def initial_sync(status_only: bool) -> None:
 
 @main.group()
 def failed() -> None:
-    """Jobs that exhausted their retries."""
+    """List or requeue jobs that exhausted retries."""
 
 
 @failed.command("list")
 def failed_list() -> None:
-    """Show failed jobs with the reason each failed."""
+    """Show failed jobs and why each failed."""
     from exsync.failed import list_failed
 
-    settings = _settings()
-    try:
-        sys.exit(list_failed(settings))
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
+    sys.exit(list_failed(_settings()))
 
 
 @failed.command("requeue")
 @click.argument("job_ids", nargs=-1)
 @click.option("--all", "requeue_all", is_flag=True, help="Requeue every failed job.")
 def failed_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
-    """Put failed jobs back on the queue."""
+    """Put failed jobs back on the queue.
+
+    Exit 1 when a named id is not a failed job.
+    """
     from exsync.failed import requeue_failed
 
-    if not job_ids and not requeue_all:
+    if bool(job_ids) == requeue_all:
         raise click.UsageError("name job ids or pass --all")
-    settings = _settings()
-    try:
-        sys.exit(requeue_failed(settings, list(job_ids), requeue_all))
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
+    sys.exit(requeue_failed(_settings(), list(job_ids), requeue_all))
 
 
 @main.group()
 def admin() -> None:
-    """Accounts that may sign in to the admin pages, and API tokens for scripts."""
+    """Admin accounts and API tokens."""
 
 
 @admin.command("add-user")
@@ -232,7 +285,10 @@ def admin() -> None:
 @click.option("--role", type=click.Choice(["admin", "staff"]), default="admin", show_default=True)
 @click.password_option(envvar="EXSYNC_ADMIN_PASSWORD", help="Or set EXSYNC_ADMIN_PASSWORD.")
 def admin_add_user(email: str, role: str, password: str) -> None:
-    """Create (or reset) an account; only the admin role reaches settings."""
+    """Create or reset an account.
+
+    Only the admin role reaches settings and the admin API; staff accounts are refused there.
+    """
     from exsync.admin_users import AdminUserError, add_user
 
     settings = _settings()
@@ -240,16 +296,16 @@ def admin_add_user(email: str, role: str, password: str) -> None:
         email = add_user(store.connect(settings.redis_url), email, password, role)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
     click.echo(f"{role} account {email} saved")
 
 
 @admin.command("add-token")
 @click.argument("name")
 def admin_add_token(name: str) -> None:
-    """Create an admin API token (printed once; send it as `Authorization: Bearer ...`)."""
+    """Create an admin API token.
+
+    Printed once; scripts send it as `Authorization: Bearer ...`.
+    """
     from exsync.admin_users import AdminUserError, add_token
 
     settings = _settings()
@@ -257,16 +313,13 @@ def admin_add_token(name: str) -> None:
         token = add_token(store.connect(settings.redis_url), name)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
     click.echo(token)
 
 
 @admin.command("remove-user")
 @click.argument("email")
 def admin_remove_user(email: str) -> None:
-    """Delete an account; its sessions end on their next request."""
+    """Delete an account and end its sessions."""
     from exsync.admin_users import AdminUserError, remove_user
 
     settings = _settings()
@@ -274,9 +327,6 @@ def admin_remove_user(email: str) -> None:
         removed = remove_user(store.connect(settings.redis_url), email)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
     if not removed:
         click.echo(f"exsync: no account {email}", err=True)
         sys.exit(EXIT_PROBLEM)
@@ -286,24 +336,19 @@ def admin_remove_user(email: str) -> None:
 @admin.command("revoke-token")
 @click.argument("name")
 def admin_revoke_token(name: str) -> None:
-    """Revoke an admin API token by its name."""
+    """Revoke an admin API token by name."""
     from exsync.admin_users import revoke_token
 
     settings = _settings()
-    try:
-        revoked = revoke_token(store.connect(settings.redis_url), name)
-    except redis.ConnectionError as exc:
-        click.echo(f"exsync: Redis unreachable at {settings.redis_url}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
-    if not revoked:
+    if not revoke_token(store.connect(settings.redis_url), name):
         click.echo(f"exsync: no token named {name}", err=True)
         sys.exit(EXIT_PROBLEM)
     click.echo(f"token {name} revoked")
 
 
-if __name__ == "__main__":
-    main()
-
-
+main.add_command(resync.resync)
 main.add_command(sync_chores.subscriptions)
 main.add_command(sync_chores.holds)
+
+if __name__ == "__main__":
+    main(prog_name="exsync")

@@ -1,37 +1,84 @@
 """`exsync subscriptions list|create|renew|delete` and `exsync holds list|release|discard`.
 
-A process of its own, so unlike the web app it may call Graph directly (with the workers'
-settings); each command prints what it did and exits 0, or 1 when Graph refused.
+A process of its own, so unlike the web app it may call Graph and Coconut directly (with the
+workers' settings). Each command prints what it did and exits 0; 1 when Graph or Coconut
+refused or the item is not ours; 2 for bad usage, an unknown staff member, or a Graph
+credential that yields no token (a configuration problem).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from core.settings import Settings
 
 REQUIRED = ("tenant_id", "client_id", "coconut_url")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _context(settings: Settings):  # type: ignore[no-untyped-def]
     from workers.context import WorkerContext, install
 
     ctx = WorkerContext(settings)
+    ctx.redis.ping()  # Redis first: unreachable exits 3 before Graph or Coconut is called
     install(ctx)
     return ctx
 
 
+def _remote(command: Callable[P, R]) -> Callable[P, R]:
+    """Graph's and Coconut's refusals as one line and an exit code, never a traceback."""
+
+    @wraps(command)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _refusals():
+            return command(*args, **kwargs)
+
+    return guarded
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    from azure.core.exceptions import ClientAuthenticationError
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    from core.coconut import CoconutError
+    from core.graph_access import plain_refusal
+    from exsync.cli import EXIT_CONFIG, EXIT_PROBLEM
+
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        click.echo(f"exsync: no Graph token: {plain_refusal(str(exc.message or exc))}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except ODataError as exc:
+        error = exc.error
+        what = f"{error.code}: {error.message}" if error else str(exc.response_status_code)
+        click.echo(f"exsync: Graph refused ({exc.response_status_code} {what})", err=True)
+        sys.exit(EXIT_PROBLEM)
+    except CoconutError as exc:
+        click.echo(f"exsync: Coconut refused ({exc})", err=True)
+        sys.exit(EXIT_PROBLEM)
+
+
 @click.group()
 def subscriptions() -> None:
-    """Graph subscriptions, one per staff mailbox (app-only mode)."""
+    """Graph subscriptions, by hand.
+
+    One per staff mailbox in app-only mode; the scheduler keeps them without help.
+    """
 
 
 @subscriptions.command("list")
 def list_() -> None:
-    """Our subscriptions: mailbox, expiry, renewal time."""
+    """List ours: mailbox, expiry, renewal."""
     from exsync.cli import _settings
     from subscriptions import manager
 
@@ -53,64 +100,117 @@ def list_() -> None:
 @subscriptions.command()
 @click.argument("user", required=False)
 @click.option("--all", "every", is_flag=True, help="Reconcile: one for every staff mailbox.")
+@_remote
 def create(user: str | None, every: bool) -> None:
-    """Subscribe one staff member's mailbox (by email) or, with --all, every one."""
+    """Subscribe a staff mailbox, or --all.
+
+    USER is the staff member's email or Coconut staff id; --all reconciles every mailbox.
+    """
     from exsync.cli import _settings
     from subscriptions import manager
     from workers import directory
 
-    if not user and not every:
-        raise click.UsageError("name a staff email, or pass --all")
+    if bool(user) == every:
+        raise click.UsageError("name a staff email or id, or pass --all")
     ctx = _context(_settings(*REQUIRED))
     if every:
         click.echo(f"reconciled: {manager.reconcile(ctx)}")
         return
+    wanted = (user or "").strip().lower()
     for staff, mailbox in directory.staff_mailboxes(ctx):
-        if user.lower() in (staff.email.lower(), mailbox.address, str(staff.id)):  # type: ignore[union-attr]
+        if wanted in (staff.email.lower(), mailbox.address, str(staff.id)):
             record = manager.ensure(ctx, mailbox.user_id)
             click.echo(f"subscribed {mailbox.address}: {record.subscription_id}")
             return
-    click.echo(f"exsync: no staff member who takes appointments has {user}", err=True)
-    sys.exit(1)
+    raise click.BadParameter(
+        f"no staff member who takes appointments and has a mailbox is {user!r}",
+        param_hint="USER",
+    )
+
+
+def _ours(ctx: Any, ids: tuple[str, ...], every: bool) -> tuple[list[str], list[str]]:
+    """(ours, not ours) among the named ids, or every one of ours with --all."""
+    from subscriptions import manager
+
+    if bool(ids) == every:
+        raise click.UsageError("name subscription ids (`exsync subscriptions list`) or --all")
+    if every:
+        return [r.subscription_id for r in manager.all_local(ctx)], []
+    known = [i for i in ids if manager.local(ctx, i) is not None]
+    return known, [i for i in ids if i not in known]
+
+
+def _not_ours(ids: list[str]) -> None:
+    from exsync.cli import EXIT_PROBLEM
+
+    for sub_id in ids:
+        click.echo(f"exsync: not a subscription of ours: {sub_id}", err=True)
+    if ids:
+        sys.exit(EXIT_PROBLEM)
 
 
 @subscriptions.command()
 @click.argument("subscription_ids", nargs=-1)
 @click.option("--all", "every", is_flag=True, help="Renew every subscription now.")
+@_remote
 def renew(subscription_ids: tuple[str, ...], every: bool) -> None:
-    """Renew now (normally the scheduler does this before expiry)."""
-    from exsync.cli import _settings
+    """Renew now, by id or --all.
+
+    The scheduler does this before expiry; a subscription Graph lost is recreated.
+    """
+    from exsync.cli import EXIT_PROBLEM, _settings
     from subscriptions import manager
 
     ctx = _context(_settings(*REQUIRED))
-    ids = [r.subscription_id for r in manager.all_local(ctx)] if every else subscription_ids
-    for sub_id in ids:
+    ours, strangers = _ours(ctx, subscription_ids, every)
+    lost = []
+    for sub_id in ours:
         record = manager.renew(ctx, sub_id)
-        click.echo(f"renewed {sub_id}" if record else f"not ours: {sub_id}")
+        if record is None:
+            lost.append(sub_id)
+            click.echo(f"exsync: Graph no longer has {sub_id}; not recreated (not syncing "
+                       "app-only)", err=True)  # fmt: skip
+        elif record.subscription_id != sub_id:
+            click.echo(f"recreated {sub_id} as {record.subscription_id} (Graph had lost it)")
+        else:
+            hours = (record.expires_at - time.time()) / 3600
+            click.echo(f"renewed {sub_id}: expires in {hours:.1f} h")
+    _not_ours(strangers)
+    if lost:
+        sys.exit(EXIT_PROBLEM)
 
 
 @subscriptions.command()
 @click.argument("subscription_ids", nargs=-1)
 @click.option("--all", "every", is_flag=True, help="Delete every subscription of ours.")
+@_remote
 def delete(subscription_ids: tuple[str, ...], every: bool) -> None:
-    """Delete at Graph and forget (the scheduler recreates wanted ones at its next reconcile)."""
+    """Delete at Graph, by id or --all.
+
+    The scheduler recreates the wanted ones at its next reconcile.
+    """
     from exsync.cli import _settings
     from subscriptions import manager
 
     ctx = _context(_settings(*REQUIRED))
-    ids = [r.subscription_id for r in manager.all_local(ctx)] if every else subscription_ids
-    for sub_id in ids:
+    ours, strangers = _ours(ctx, subscription_ids, every)
+    for sub_id in ours:
         manager.delete(ctx, sub_id)
         click.echo(f"deleted {sub_id}")
+    _not_ours(strangers)
 
 
 @click.group()
 def holds() -> None:
-    """Busy-block removals held for review (a round that would remove most of a mailbox's)."""
+    """Busy-block removals held for review.
+
+    A round that would remove most of a mailbox's busy blocks holds them for an admin.
+    """
 
 
 @holds.command("list")
 def holds_list() -> None:
+    """List mailboxes with removals held."""
     from core import holds as held
     from core import store
     from exsync.cli import _settings
@@ -124,24 +224,45 @@ def holds_list() -> None:
         click.echo(f"{user_id}\t{address}\t{count} removal(s) held")
 
 
+def _held(conn: Any, user_id: str) -> None:
+    """Exit 1 unless removals are held for the mailbox."""
+    from core import holds as held
+    from exsync.cli import EXIT_PROBLEM
+
+    if not conn.exists(held.held_key(user_id)):
+        click.echo(f"exsync: no removals are held for {user_id} (see `exsync holds list`)",
+                   err=True)  # fmt: skip
+        sys.exit(EXIT_PROBLEM)
+
+
 @holds.command()
 @click.argument("user_id")
+@_remote
 def release(user_id: str) -> None:
-    """Carry out the held removals of one mailbox (its Graph user id, from `holds list`)."""
+    """Carry out a mailbox's held removals.
+
+    USER_ID is the mailbox's Graph user id, from `exsync holds list`.
+    """
     from exsync.cli import _settings
     from workers.holds import release_holds
 
-    _context(_settings(*REQUIRED))
+    ctx = _context(_settings(*REQUIRED))
+    _held(ctx.redis, user_id)
     click.echo(f"released: {release_holds(user_id)} busy block(s) removed")
 
 
 @holds.command()
 @click.argument("user_id")
 def discard(user_id: str) -> None:
-    """Forget the held removals of one mailbox; its busy blocks stay."""
+    """Forget a mailbox's held removals.
+
+    The busy blocks stay in Coconut.
+    """
     from core import holds as held
     from core import store
     from exsync.cli import _settings
 
-    count = held.discard(store.connect(_settings().redis_url), user_id)
+    conn = store.connect(_settings().redis_url)
+    _held(conn, user_id)
+    count = held.discard(conn, user_id)
     click.echo(f"discarded {count} held removal(s); the busy blocks stay")

@@ -21,6 +21,7 @@ import redis
 from rq import Queue
 
 from core import connection
+from core.aadsts import explain
 from core.connection import Status
 from core.secrets import SecretBox, generate_key
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
@@ -30,7 +31,6 @@ from tests.test_admin_support import (
     make_app,
     valid_settings,
 )
-from webhooks.admin.aadsts import explain
 
 SERVICE_ACCOUNT = "sync@bank.example"
 OTHER_ACCOUNT = "alice.teller@bank.example"

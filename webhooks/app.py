@@ -1,4 +1,5 @@
-"""The Flask app factory: webhook receivers, health, and (later) the admin pages and API."""
+"""The Flask app factory: webhook receivers, health, metrics, the admin pages and API, and the
+OpenAPI description of the app's own endpoints."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from core import jobs, store
 from core.settings import Settings, load_settings
-from webhooks import admin, coconut, graph, health, metrics
+from webhooks import admin, coconut, graph, health, metrics, openapi
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -21,8 +22,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["exsync"] = Services(settings, conn, Queue(settings.queue_name, connection=conn))
     app.register_blueprint(coconut.bp)
     app.register_blueprint(graph.bp)
-    app.register_blueprint(health.bp)
+    health.init_app(app)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
     admin.init_app(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.RedisError, _redis_down)

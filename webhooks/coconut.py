@@ -1,14 +1,16 @@
 """`POST /webhooks/coconut`: Coconut's appointment, absence and user webhooks.
 
-An ordered ladder of guards: authenticate (HMAC over the raw body) → parse → filter → dedupe
-→ enqueue → 202. The body is only a hint: the job reads the item's current state from Coconut,
-so order and duplicates do not matter, and nothing but the item id is taken from it.
+An ordered ladder of guards: authenticate (HMAC over the raw body) → content type → parse →
+filter → dedupe → enqueue → 202. The body is only a hint: the job reads the item's current
+state from Coconut, so order and duplicates do not matter, and nothing but the item id is taken
+from it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -48,6 +50,9 @@ DISPATCH: dict[str, Target | None] = {
 }
 
 
+_NUMERIC_ID = re.compile(r"[0-9]{1,20}")
+
+
 class BadDelivery(Exception):
     """The body cannot be a Coconut delivery we act on; `reason` goes back in the 400."""
 
@@ -67,6 +72,10 @@ def receive() -> tuple[Response, int]:
         NOTIFICATIONS.labels(source="coconut", outcome="bad signature").inc()
         log.info("coconut.refused.signature", extra={"reason": exc.reason})
         return jsonify(error="Unauthorized", reason=exc.reason), 401
+    if request.mimetype != "application/json":
+        NOTIFICATIONS.labels(source="coconut", outcome="bad content type").inc()
+        reason = f"Content-Type must be application/json, got {request.mimetype or 'none'!r}"
+        return jsonify(error="Unsupported Media Type", reason=reason), 415
     try:
         event, target, item = _parse(body)
     except BadDelivery as exc:
@@ -81,15 +90,12 @@ def receive() -> tuple[Response, int]:
         return jsonify(
             error="Bad Request", reason="missing or oversized X-Coconut-Delivery-Id"
         ), 400
-    if not store.first_delivery(services.redis, "coconut", delivery_id):
+    if store.seen_delivery(services.redis, "coconut", delivery_id):
         NOTIFICATIONS.labels(source="coconut", outcome="duplicate").inc()
         log.info("coconut.duplicate", extra={"delivery_id": delivery_id})
         return jsonify(status="duplicate", delivery_id=delivery_id), 200
-    try:
-        job = jobs.ensure_queued(services.queue, target.func, target.kind, item)
-    except Exception:
-        store.forget_delivery(services.redis, "coconut", delivery_id)
-        raise
+    job = jobs.ensure_queued(services.queue, target.func, target.kind, item)
+    store.remember_delivery(services.redis, "coconut", delivery_id)
     NOTIFICATIONS.labels(source="coconut", outcome="accepted").inc()
     log.info("coconut.accepted", extra={"event": event, "item": item, "job_id": job})
     return jsonify(status="accepted", job_id=job), 202
@@ -116,6 +122,7 @@ def _parse(body: bytes) -> tuple[str, Target | None, str]:
     item = data.get("id")
     if isinstance(item, int) and not isinstance(item, bool):
         item = str(item)
-    if not isinstance(item, str) or not item.isdigit() or len(item) > 20:
+    # ASCII digits: str.isdigit() also takes other scripts' digits, which RQ job ids refuse.
+    if not isinstance(item, str) or not _NUMERIC_ID.fullmatch(item):
         raise BadDelivery(f"data.id must be a numeric id, got {str(item)[:30]!r}")
     return event, target, item

@@ -8,6 +8,10 @@ endpoints, so the answer never waits on anything but Redis.
 
 `POST /webhooks/graph/lifecycle`: `reauthorizationRequired`, `subscriptionRemoved` and `missed`
 go to the subscription manager's jobs.
+
+A batch in which no item is ours gets a 4xx naming why (403 when every item failed a
+subscription or clientState check, 400 when none was even well formed) and queues nothing:
+Graph itself only ever sends items of live subscriptions with the clientState we gave them.
 """
 
 from __future__ import annotations
@@ -37,7 +41,21 @@ MAX_TOKEN_LENGTH = 4096
 
 
 class InvalidItem(Exception):
-    """One notification item is not ours; it is dropped, the rest of the batch still counts."""
+    """One notification item is not ours; it is dropped, the rest of the batch still counts.
+    `malformed`: it is not even shaped like one of Graph's."""
+
+    def __init__(self, reason: str, *, malformed: bool = False) -> None:
+        super().__init__(reason)
+        self.malformed = malformed
+
+
+def _refusal(refused: list[InvalidItem]) -> tuple[Response, int]:
+    """No item of the batch was ours: 400 if none was well formed, else 403, with the reasons."""
+    reasons = sorted({str(exc) for exc in refused}) or ["value is empty"]
+    malformed = all(exc.malformed for exc in refused)
+    status, error = (400, "Bad Request") if malformed else (403, "Forbidden")
+    return jsonify(error=error, reason="no notification in the batch is ours: "
+                   + "; ".join(reasons)), status  # fmt: skip
 
 
 @bp.post("/webhooks/graph")
@@ -51,13 +69,17 @@ def notifications() -> tuple[Response, int] | Response:
         return items
     mailboxes = set()
     accepted = 0
+    refused: list[InvalidItem] = []
     for item in items:
         try:
             mailboxes.add(_verified_mailbox(services, item))
             accepted += 1
         except InvalidItem as exc:
+            refused.append(exc)
             NOTIFICATIONS.labels(source="graph", outcome=str(exc)).inc()
             log.info("graph.item_refused", extra={"reason": str(exc)})
+    if not accepted:
+        return _refusal(refused)
     # Graph batches several changes per POST; one job per mailbox covers them all.
     now = int(time.time())
     for mailbox in sorted(mailboxes):
@@ -81,20 +103,25 @@ def lifecycle() -> tuple[Response, int] | Response:
     items = _items()
     if isinstance(items, tuple):
         return items
-    queued = 0
+    verified: list[tuple[str, str, str]] = []
+    refused: list[InvalidItem] = []
     for item in items:
-        event = item.get("lifecycleEvent")
-        if event not in LIFECYCLE_JOBS:
-            log.info("graph.lifecycle_refused", extra={"reason": "unknown lifecycleEvent"})
-            continue
         try:
+            event = item.get("lifecycleEvent")
+            if not isinstance(event, str) or event not in LIFECYCLE_JOBS:
+                raise InvalidItem("unknown lifecycleEvent", malformed=True)
             mailbox = _verified_mailbox(services, item)
+            verified.append((event, item["subscriptionId"], mailbox))
         except InvalidItem as exc:
+            refused.append(exc)
             log.info("graph.lifecycle_refused", extra={"reason": str(exc)})
-            continue
+    if not verified:
+        return _refusal(refused)
+    queued = 0
+    for event, subscription_id, mailbox in verified:
         func = LIFECYCLE_JOBS[event]
         if func is not None:
-            jobs.ensure_queued(services.queue, func, "subscription", item["subscriptionId"])
+            jobs.ensure_queued(services.queue, func, "subscription", subscription_id)
         jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox)
         log.info("graph.lifecycle", extra={"lifecycle_event": event, "mailbox": mailbox})
         queued += 1
@@ -112,6 +139,9 @@ def _handshake() -> Response | None:
 
 
 def _items() -> list[dict[str, Any]] | tuple[Response, int]:
+    if request.mimetype != "application/json":
+        reason = f"Content-Type must be application/json, got {request.mimetype or 'none'!r}"
+        return jsonify(error="Unsupported Media Type", reason=reason), 415
     try:
         payload = json.loads(request.get_data(cache=False))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -125,7 +155,7 @@ def _items() -> list[dict[str, Any]] | tuple[Response, int]:
 def _verified_mailbox(services: Any, item: dict[str, Any]) -> str:
     subscription_id = item.get("subscriptionId")
     if not isinstance(subscription_id, str) or not subscription_id or len(subscription_id) > 100:
-        raise InvalidItem("missing subscriptionId")
+        raise InvalidItem("missing subscriptionId", malformed=True)
     known = _subscription(services.redis, subscription_id)
     if not known:
         raise InvalidItem("unknown subscription")

@@ -8,6 +8,11 @@ change that lands mid-run earns one more round.
 Per mailbox the round is: find our event (the mapping, else our mark in the mailbox, never a
 new one while one exists) → write it only when it differs from what we last wrote or a staff
 member edited it → remember its `changeKey`, so the mailbox sync recognises our own write.
+
+A create is recorded as pending before it is made: a worker that dies between Graph's answer
+and the mapping leaves an event only our mark can find, and the pending record says where to
+look, also once the mailbox no longer wants it (the appointment was reassigned or cancelled
+meanwhile) and the event must go.
 """
 
 from __future__ import annotations
@@ -102,24 +107,21 @@ def _reconcile_round(ctx: WorkerContext) -> int:
     raw = ctx.redis.get(checkpoint_key)
     since = datetime.fromtimestamp(float(raw), UTC) - RECONCILE_OVERLAP if raw else None
     window_start = started - timedelta(days=ctx.settings.sync_past_days)
-    queued = 0
-    listed: set[str] = set()
+    # Appointments and absences number their ids apart: appointment 36 is not absence 36.
+    queued: set[tuple[str, str]] = set()
     for appointment in ctx.coconut.appointments(updated_since=since, start_after=window_start):
-        listed.add(str(appointment.id))
-        jobs.ensure_queued(ctx.queue, SYNC_APPOINTMENT, "appointment", str(appointment.id))
-        queued += 1
+        queued.add(("appointment", str(appointment.id)))
     for absence in ctx.coconut.absences(source="coconut"):
         if since is None or absence.updated_at >= since:
-            jobs.ensure_queued(ctx.queue, SYNC_ABSENCE, "absence", str(absence.id))
-            queued += 1
-    for kind, func in (("appointment", SYNC_APPOINTMENT), ("absence", SYNC_ABSENCE)):
-        for item_id in _projected_items(ctx, kind):
-            if item_id not in listed:
-                jobs.ensure_queued(ctx.queue, func, kind, item_id)
-                queued += 1
+            queued.add(("absence", str(absence.id)))
+    for kind in ("appointment", "absence"):
+        queued |= {(kind, item_id) for item_id in _projected_items(ctx, kind)}
+    funcs = {"appointment": SYNC_APPOINTMENT, "absence": SYNC_ABSENCE}
+    for kind, item_id in sorted(queued):
+        jobs.ensure_queued(ctx.queue, funcs[kind], kind, item_id)
     ctx.redis.set(checkpoint_key, started.timestamp())
-    log.info("reconcile.coconut", extra={"queued": queued, "full": since is None})
-    return queued
+    log.info("reconcile.coconut", extra={"queued": len(queued), "full": since is None})
+    return len(queued)
 
 
 # ---------------------------------------------------------------- rounds
@@ -169,7 +171,10 @@ def _upsert(
     draft: EventDraft,
 ) -> None:  # fmt: skip
     mark = mark_value(ctx.settings.deployment_id, kind, item_id)
-    known = index.for_item(kind, item_id).get(mailbox) or _adopt(ctx, index, mark, mailbox)
+    recorded = index.for_item(kind, item_id).get(mailbox)
+    known = recorded
+    if recorded is None or recorded.pending:
+        known = _adopt(ctx, index, mark, mailbox, recorded.generation if recorded else 0)
     if known is not None:
         unchanged = known.digest == draft.digest
         if unchanged and exchange.change_key(ctx, mailbox, known.event_id) == known.change_key:
@@ -180,16 +185,21 @@ def _upsert(
             clear_problem(ctx, mailbox)
             return
         log.info("projection.recreated", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
-    generation = known.generation + 1 if known is not None else 0
+    if known is not None:
+        generation = known.generation + 1  # that event is gone: a new transactionId
+    else:  # a pending create that left nothing behind is made again with the same one
+        generation = recorded.generation if recorded is not None else 0
+    pending = Projection(kind, item_id, mailbox, "", "", generation)
+    index.save(pending, replaces=known)
     tx = transaction_id(ctx.settings.deployment_id, kind, item_id, mailbox, generation)
     written = exchange.create(ctx, mailbox, draft, mark, tx)
     fresh = Projection(kind, item_id, mailbox, written.event_id, written.change_key, generation)
-    index.save(_projection(fresh, written, draft), replaces=known)
+    index.save(_projection(fresh, written, draft), replaces=pending)
     clear_problem(ctx, mailbox)
 
 
 def _adopt(
-    ctx: WorkerContext, index: ProjectionIndex, mark: str, mailbox: str
+    ctx: WorkerContext, index: ProjectionIndex, mark: str, mailbox: str, generation: int = 0
 ) -> Projection | None:
     """Rebuild a lost mapping from our mark; extra copies (a crash between two creates of
     different generations) are deleted so one event remains."""
@@ -200,14 +210,19 @@ def _adopt(
     for duplicate in extra:
         exchange.delete(ctx, mailbox, duplicate.event_id)
     _, kind, item_id = mark.split(":")
-    adopted = Projection(kind, item_id, mailbox, keep.event_id, keep.change_key)
+    adopted = Projection(kind, item_id, mailbox, keep.event_id, keep.change_key, generation)
     index.save(adopted)
     log.info("projection.adopted", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
     return adopted
 
 
 def _remove(ctx: WorkerContext, index: ProjectionIndex, projection: Projection) -> None:
-    exchange.delete(ctx, projection.mailbox, projection.event_id)
+    if projection.pending:  # the create may have happened: our mark says where it went
+        mark = mark_value(ctx.settings.deployment_id, projection.kind, projection.item_id)
+        for found in exchange.find_marked(ctx, projection.mailbox, mark):
+            exchange.delete(ctx, projection.mailbox, found.event_id)
+    else:
+        exchange.delete(ctx, projection.mailbox, projection.event_id)
     index.remove(projection)
 
 

@@ -11,9 +11,9 @@ rules are the single-item path's (workers.appointments), for this one mailbox:
 - an event is written only when it differs from what we last wrote or its changeKey moved (a
   staff member edited it); a mapped event the listing does not show is patched, and only its
   404 re-creates it, with the next generation's transactionId;
-- every create carries our mark and its deterministic transactionId, and each changeKey we
-  write is stored (core.marks.ProjectionIndex) as soon as its batch answers, so the mailbox's
-  delta round recognises our own writes.
+- every create is recorded as pending first and carries our mark and its deterministic
+  transactionId, and each changeKey we write is stored (core.marks.ProjectionIndex) as soon as
+  its batch answers, so the mailbox's delta round recognises our own writes.
 
 Why the item locks, and why Coconut is listed twice: a per-item job (core.jobs.run_coalesced)
 holds its item's lock for its whole round, and this job holds the locks of every item it writes
@@ -154,9 +154,14 @@ def _plan(
 ) -> list[Write]:  # fmt: skip
     """What this mailbox needs for one item, given the events the listing shows for it."""
     if item.draft is None:
-        gone = {m.event_id for m in found} | ({known.event_id} if known else set())
+        gone = {m.event_id for m in found} | ({known.event_id} if known and not known.pending
+                                              else set())  # fmt: skip
+        if not gone and known is not None:  # a create that left nothing behind
+            index.remove(known)
         return [Write(item, "remove", event_id, known) for event_id in sorted(gone)]
     if not found:
+        if known is not None and known.pending:  # made again with the same transactionId
+            return [Write(item, "create", base=known, generation=known.generation)]
         if known is not None:  # mapped but not listed: deleted in Outlook, the patch's 404 says
             return [Write(item, "update", known.event_id, known, known.generation)]
         return [Write(item, "create")]
@@ -185,6 +190,7 @@ def _write(ctx: WorkerContext, index: ProjectionIndex, mailbox: str, writes: lis
         follow_ups: list[Write] = []
         for start in range(0, len(pending), exchange.BATCH_LIMIT):
             chunk = pending[start : start + exchange.BATCH_LIMIT]
+            _record_pending(index, mailbox, chunk)
             requests = {str(n): _request(ctx, mailbox, w) for n, w in enumerate(chunk)}
             answers = exchange.send_batch(ctx, mailbox, requests)
             for n, write in enumerate(chunk):
@@ -194,6 +200,17 @@ def _write(ctx: WorkerContext, index: ProjectionIndex, mailbox: str, writes: lis
                 done += answers[str(n)].ok
         pending = follow_ups
     return done
+
+
+def _record_pending(index: ProjectionIndex, mailbox: str, chunk: list[Write]) -> None:
+    """Creates are recorded as pending before they are sent, as the single-item path does: a
+    worker that dies before the answer leaves a record saying where our mark must be looked
+    for, also if the item no longer belongs in this mailbox by the time it is retried."""
+    for write in chunk:
+        if write.action == "create":
+            item = write.item
+            pending = Projection(item.kind, item.item_id, mailbox, "", "", write.generation)
+            index.save(pending, replaces=write.base)
 
 
 def _request(ctx: WorkerContext, mailbox: str, write: Write) -> RequestInformation:

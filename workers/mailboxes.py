@@ -59,9 +59,13 @@ class DeltaFault(Exception):
 class Block:
     """What we wrote to Coconut for one Exchange instance."""
 
-    absence_id: int
+    absence_id: int  # 0 while its create is pending
     series: str  # the series master's id for an occurrence or exception, else ""
     digest: str  # of the AbsenceWrite we last sent
+
+    @property
+    def pending(self) -> bool:
+        return not self.absence_id
 
 
 def block_key(user_id: str) -> str:
@@ -234,10 +238,11 @@ def _apply(
             wanted[event_id] = (desired, series)
 
     # Occurrences deleted from a live series get no @removed: read each one that was not listed
-    # with its series, and a 404 is the proof.
+    # with its series, and a 404 is the proof. So for a pending block: the round that began it
+    # never stored its delta link, so this one lists its event unless the event is gone.
     unlisted = [
         e for e, b in known.items()
-        if e not in seen and (fresh or (b.series and b.series in series_listed))
+        if e not in seen and (fresh or b.pending or (b.series and b.series in series_listed))
     ]  # fmt: skip
     removals |= {e for e in unlisted if _gone(ctx, user_id, e)}
 
@@ -396,9 +401,13 @@ def _upsert(
     digest = _digest(desired)
     if known is not None and known.digest == digest:
         return
-    if known is not None:
+    if known is not None and not known.pending:
         absence = ctx.coconut.update_absence(known.absence_id, desired)
     else:
+        # Pending first: should this worker die before Coconut's answer is recorded, the next
+        # round still knows a block may exist for this event, and removes it if it must go.
+        pending = Block(0, series, "")
+        ctx.redis.hset(block_key(user_id), event_id, json.dumps(asdict(pending)))
         try:
             absence = ctx.coconut.create_absence(desired)
         except Conflict as exc:
@@ -435,7 +444,12 @@ def remove_block(ctx: WorkerContext, user_id: str, event_id: str) -> None:
     raw = ctx.redis.hget(block_key(user_id), event_id)
     if raw is None:
         return
-    ctx.coconut.delete_absence(Block(**json.loads(raw)).absence_id)
+    block = Block(**json.loads(raw))
+    if block.pending:  # the create may have happened: Coconut knows it by the event's id
+        for absence in ctx.coconut.absences(source="external", external_id=event_id):
+            ctx.coconut.delete_absence(absence.id)
+    else:
+        ctx.coconut.delete_absence(block.absence_id)
     ctx.redis.hdel(block_key(user_id), event_id)
 
 

@@ -7,10 +7,16 @@ SIGKILLed worker's job would wait that long. Here a thread renews the running jo
 while it runs, with a short TTL, and every worker looks for abandoned jobs every few seconds:
 a killed worker's job is retried (RQ's Retry) within about half a minute, and its item lock
 has expired by then (core.jobs).
+
+RQ's work loop quits on any Redis error outside the dequeue (a heartbeat, a job's bookkeeping),
+so a Redis restart would end every worker at once. `run_worker` waits for Redis to answer
+again and starts over with a fresh worker; the job that was running when Redis went is
+retried like a killed worker's.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +36,21 @@ from workers.context import WorkerContext, install
 HEARTBEAT_TTL = 30
 MAINTENANCE_SECONDS = 10
 
+log = logging.getLogger(__name__)
+
+
+# Asked to stop (SIGTERM, SIGINT), as opposed to RQ's loop quitting on an error.
+_stopping = threading.Event()
+
 
 class ExsyncWorker(SimpleWorker):
+    def request_stop(self, signum, frame):  # type: ignore[no-untyped-def]
+        _stopping.set()
+        try:
+            super().request_stop(signum, frame)
+        except redis.RedisError:
+            return  # Redis is away: nothing runs, so there is nothing to let finish first
+
     def _set_ip_address(self, connection: redis.Redis) -> None:
         """The address is only shown in RQ's dashboards; fakeredis (the demo's embedded Redis)
         answers CLIENT INFO in a form redis-py cannot parse, which must not stop the worker."""
@@ -88,11 +107,33 @@ def run_worker(settings: Settings, *, host: str, port: int, burst: bool = False)
     install(ctx)
     if port:
         start_http_server(port, addr=host)
-    worker = ExsyncWorker(
-        [ctx.queue],
-        connection=ctx.redis,
-        worker_ttl=HEARTBEAT_TTL,
-        maintenance_interval=MAINTENANCE_SECONDS,
-    )
-    worker.work(burst=burst, with_scheduler=True)
-    return 0
+    while True:
+        worker = ExsyncWorker(
+            [ctx.queue],
+            connection=ctx.redis,
+            worker_ttl=HEARTBEAT_TTL,
+            maintenance_interval=MAINTENANCE_SECONDS,
+        )
+        try:
+            worker.work(burst=burst, with_scheduler=True)
+        except redis.RedisError as exc:
+            # Raised from RQ's own teardown, which needs the Redis that just went away.
+            log.warning("worker.redis_lost", extra={"error": type(exc).__name__})
+            if worker.scheduler is not None:
+                worker.stop_scheduler()
+        if burst or _stopping.is_set():
+            return 0
+        log.warning("worker.restarting", extra={"worker": worker.name})
+        if not _await_redis(ctx.redis):
+            return 0
+
+
+def _await_redis(conn: redis.Redis) -> bool:
+    """However long the outage: a supervisor stops a worker, Redis going away does not.
+    False when asked to stop meanwhile."""
+    while not _stopping.is_set():
+        try:
+            return bool(conn.ping())
+        except redis.RedisError:
+            _stopping.wait(1)
+    return False

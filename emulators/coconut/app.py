@@ -193,6 +193,11 @@ def create_app(store: Store) -> Flask:
     def count(response: Response) -> Response:
         for name, value in getattr(g, "rate_headers", {}).items():
             response.headers.setdefault(name, value)
+        writes = request.method in ("POST", "PATCH", "DELETE")
+        if writes and request.path.startswith(API + "/") and response.status_code < 300:
+            slow = store.fire("slow_write")
+            if slow is not None:
+                time.sleep(slow["seconds"])  # done already; the answer is what is late
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         with store.lock:
             store.requests.count(f"{request.method} {rule}", response.status_code)

@@ -18,6 +18,9 @@ KINDS: dict[str, dict[str, tuple[type, Any]]] = {
     "api_error": {"status": (int, 503), "retry_after": (int, 1)},
     # Collection GETs sleep this long before answering.
     "slow_page": {"seconds": (float, 2.0)},
+    # Writes (POST, PATCH, DELETE) are carried out, then their answer waits this long: a client
+    # that dies meanwhile never learns that its write happened.
+    "slow_write": {"seconds": (float, 5.0)},
     # One collection GET for page >= 2 starts `shift` rows early, as if rows had been inserted
     # ahead of the client's position since its previous page: it sees `shift` rows twice, and
     # (the next page being normal again) misses as many. Offset paging promises no better.

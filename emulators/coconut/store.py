@@ -128,6 +128,9 @@ class Store:
             self.webhooks: dict[int, dict[str, Any]] = {}
             self.attendee_ids = itertools.count(1)
             self.deliveries: dict[str, dict[str, Any]] = {}
+            # Every deleted absence with when it went: a checker can ask whether each removal
+            # of a busy block had a reason (`removed_absences` in /_emulator/state).
+            self.removed: list[dict[str, Any]] = []
             self.outbox: list[tuple[float, int, str, bool]] = []  # (due, seq, delivery, is_copy)
             # reorder fault: (held since, delivery, batch, hold_seconds)
             self.held: list[tuple[float, str, int, float]] = []
@@ -367,6 +370,7 @@ class Store:
             absence = self.get("absences", absence_id)
             self.check_version(absence, if_match)
             del self.absences[absence_id]
+            self.removed.append({**absence, "removed_at": utcnow()})
             if absence["source"] == "coconut":
                 gone = {**absence, "version": absence["version"] + 1, "updated_at": utcnow()}
                 self.emit("absence.deleted", "absences", gone, {})
@@ -841,6 +845,14 @@ class Store:
                         ]
                     rows.append(row)
                 out[kind] = rows
+            out["removed_absences"] = [
+                {
+                    "id": r["id"],
+                    **self.attributes("absences", r),
+                    "removed_at": fmt_utc(r["removed_at"]),
+                }
+                for r in self.removed
+            ]
             out["requests"] = {
                 "total": self.requests.total,
                 "by_route": dict(self.requests.by_route),

@@ -30,6 +30,7 @@ def create_app(store: Store, notifier: Notifier, faults: Faults) -> Flask:
     app.extensions.update(
         graph_store=store,
         graph_faults=faults,
+        graph_notifier=notifier,
         graph_tokens=Tokens(settings.token_lifetime),
         graph_throttle=Throttle(
             settings.max_concurrency, settings.rate_limit, settings.rate_window

@@ -46,13 +46,21 @@ def _json() -> dict[str, Any]:
 @bp.get("/state")
 def state() -> Response:
     store, base = _store(), query.base_url()
+    pending = _ext("graph_notifier").pending()
     with store.lock:
         users = [u.summary() for u in store.users.values()]
         events = {
             uid: [store.render_event(e, base) for e in sorted(evs.values(), key=lambda e: e.start)]
             for uid, evs in store.events.items()
         }
-        counters = _counters(store)
+        counters = {
+            **_counters(store),
+            "notifications": {**store.counters["notifications"], "pending": pending},
+        }
+        announcements = {
+            uid: {"changed_at": at, "announced_at": store.announced_at.get(uid, 0.0)}
+            for uid, at in store.changed_at.items()
+        }
         shares = [{"owner": o, "delegate": d, "role": r}
                   for d, owners in store.shares.items() for o, r in owners.items()]  # fmt: skip
     now = utcnow()
@@ -65,7 +73,7 @@ def state() -> Response:
     faults: Faults = _ext("graph_faults")
     return jsonify(
         {"users": users, "events": events, "subscriptions": subscriptions, "shares": shares,
-         "faults": faults.describe(), "counters": counters}
+         "faults": faults.describe(), "counters": counters, "announcements": announcements}
     )  # fmt: skip
 
 
@@ -153,6 +161,25 @@ def _owner_render(inst: ev.Instance) -> dict[str, Any]:
 def owner_create(user: str) -> Response:
     event, _ = _store().create_event(_store().user(user).id, _json(), privileged=True)
     return jsonify(_owner_render(ev.master_instance(event))), 201  # type: ignore[return-value]
+
+
+@bp.get("/users/<user>/calendarView")
+def owner_calendar_view(user: str) -> Response:
+    """What the owner sees between `startDateTime` and `endDateTime`: every instance in UTC
+    with its master's extended properties. For checking a sync's outcome without spending
+    (or being throttled on) the app's own Graph requests."""
+    start, end = query.window(query.args({"startdatetime", "enddatetime"}))
+    store, base = _store(), query.base_url()
+    with store.lock:
+        uid = store.user(user).id
+        rows = []
+        for event in store.events.get(uid, {}).values():
+            props = [{"id": pid, "value": value} for pid, value in event.ext.values()]
+            for inst in ev.instances(event, start, end):
+                rows.append(
+                    {**ev.render(inst, "UTC", base), "singleValueExtendedProperties": props}
+                )
+    return jsonify({"value": sorted(rows, key=lambda r: r["start"]["dateTime"])})
 
 
 @bp.patch("/users/<user>/events/<event_id>")

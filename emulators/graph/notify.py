@@ -45,6 +45,8 @@ class Delivery:
     payload: dict[str, Any] = field(compare=False)
     first: float = field(compare=False, default=0.0)
     attempt: int = field(compare=False, default=0)
+    mailbox: str | None = field(compare=False, default=None)
+    changed_at: float = field(compare=False, default=0.0)  # wall clock, for Store.announced
 
 
 class Notifier:
@@ -62,6 +64,7 @@ class Notifier:
         self._answers: dict[str, deque[tuple[float, bool]]] = defaultdict(deque)
         self._answers_lock = threading.Lock()
         self._client = httpx.Client(timeout=TIMEOUT, verify=verify)
+        self._posting = 0  # posts handed to the pool and not finished, under _cond
         self._thread = threading.Thread(target=self._run, name="graph-notifier", daemon=True)
         self.tick: Callable[[], None] | None = None
 
@@ -77,8 +80,11 @@ class Notifier:
         self._client.close()
 
     # -- queueing --------------------------------------------------------------------------
-    def send(self, url: str, payload: dict[str, Any], mailbox: str | None) -> None:
-        """Queues one notification POST, after the armed faults have had their say."""
+    def send(
+        self, url: str, payload: dict[str, Any], mailbox: str | None, *, announces: bool = True
+    ) -> None:
+        """Queues one notification POST, after the armed faults have had their say.
+        `announces`: it tells of a change (a lifecycle notification does not)."""
         if self.faults.take("notification_drop", mailbox) is not None:
             self._count("dropped")
             log.info("notification dropped by fault")
@@ -95,9 +101,9 @@ class Notifier:
         if state == "slow":
             delay += SLOW_DELAY * self.scale
         copies = 2 if self.faults.take("notification_duplicate", mailbox) is not None else 1
-        now = time.monotonic()
+        now, changed_at = time.monotonic(), time.time() if announces else 0.0
         for _ in range(copies):
-            item = Delivery(now + delay, next(self._seq), url, payload, now)
+            item = Delivery(now + delay, next(self._seq), url, payload, now, 0, mailbox, changed_at)
             with self._cond:
                 if self.faults.standing("notification_reorder"):
                     if not self._held:
@@ -122,9 +128,15 @@ class Notifier:
         batch = list(reversed(self._held))
         self._held.clear()
         # One task posts the batch in turn, so the endpoint really sees the reversed order.
+        self._posting += len(batch)
         self._pool.submit(lambda: [self._post(item) for item in batch])
         if fault is not None:
             self.faults.remove(fault)
+
+    def pending(self) -> int:
+        """Notifications not yet answered 2xx or given up on: queued, held or being posted."""
+        with self._cond:
+            return len(self._heap) + len(self._held) + self._posting
 
     # -- sending -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -138,12 +150,20 @@ class Notifier:
                 wait = min(self._heap[0].due - now, 0.2) if self._heap else 0.2
                 if not due:
                     self._cond.wait(max(wait, 0.01))
+                self._posting += len(due)
             for item in due:
                 self._pool.submit(self._post, item)
             if self.tick is not None:
                 self.tick()
 
     def _post(self, item: Delivery) -> None:
+        try:
+            self._attempt(item)
+        finally:
+            with self._cond:
+                self._posting -= 1
+
+    def _attempt(self, item: Delivery) -> None:
         item.attempt += 1
         self._count("sent")
         started = time.monotonic()
@@ -158,6 +178,8 @@ class Notifier:
         self._record(item.url, elapsed > SLOW_SECONDS or elapsed >= TIMEOUT)
         if ok:
             self._count("delivered")
+            if item.mailbox is not None and item.changed_at:
+                self.store.announced(item.mailbox, item.changed_at)
             return
         log.info("notification attempt %d failed: %s", item.attempt, outcome)
         backoff = min(FIRST_RETRY * 2 ** (item.attempt - 1), MAX_RETRY) * self.scale

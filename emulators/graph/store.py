@@ -9,6 +9,7 @@ the event, which is what delta rounds and notifications are computed from.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -96,6 +97,11 @@ class Store:
             "notifications": {"sent": 0, "delivered": 0, "dropped": 0},
         }
     )
+    # Per mailbox, wall-clock seconds of its latest change, and of the latest change whose
+    # notification some endpoint answered 2xx: whoever checks "no accepted notification was
+    # lost" needs to know which changes were announced and accepted (/_emulator/state).
+    changed_at: dict[str, float] = field(default_factory=dict)
+    announced_at: dict[str, float] = field(default_factory=dict)
 
     # -- users -----------------------------------------------------------------------------
     def add_user(self, mail: str, display_name: str, time_zone: str = "UTC") -> User:
@@ -220,6 +226,8 @@ class Store:
         self._emit(mailbox, event.id, change)
 
     def _emit(self, mailbox: str, event_id: str, change: str) -> None:
+        with self.lock:
+            self.changed_at[mailbox] = time.time()
         for listener in list(self.listeners):
             listener(mailbox, event_id, change)
 
@@ -231,6 +239,11 @@ class Store:
             {"id": pid, "value": value} for pid, value in event.ext.values()
         ]
         return out
+
+    def announced(self, mailbox: str, changed_at: float) -> None:
+        """A notification for a change made at `changed_at` was answered 2xx."""
+        with self.lock:
+            self.announced_at[mailbox] = max(self.announced_at.get(mailbox, 0.0), changed_at)
 
     def count_request(self, route: str) -> None:
         with self.lock:

@@ -153,7 +153,7 @@ class Subscriptions:
             "clientState": sub.client_state,
             "lifecycleEvent": event,
         }]}  # fmt: skip
-        self.notifier.send(sub.lifecycle_url, payload, sub.mailbox)
+        self.notifier.send(sub.lifecycle_url, payload, sub.mailbox, announces=False)
         return True
 
     def handshake(self, url: str) -> bool:

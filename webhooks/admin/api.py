@@ -28,7 +28,7 @@ bp = Blueprint("admin_api", __name__)
 
 REGISTER = "subscriptions.jobs.register"
 DELETE = "subscriptions.jobs.delete_subscription"
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 def _services():  # type: ignore[no-untyped-def]
@@ -80,9 +80,10 @@ def register() -> tuple[Response, int] | BaseResponse:
         target = "all"
     else:
         user = str(body.get("user", "")).strip().lower()
-        target = user if user.isdigit() else _staff_ids(_services().redis).get(user, "")
+        staff = _staff_ids(_services().redis)
+        target = user if user in staff.values() else staff.get(user, "")
         if not target:
-            reason = "user must be a Coconut staff id or the email of a listed staff member"
+            reason = "user must be the Coconut staff id or email of a listed staff member"
             return jsonify(error="Bad Request", reason=reason), 400
     job = jobs.ensure_queued(_services().queue, REGISTER, "register", target)
     return _answer({"status": "queued", "job_id": job, "message": "Subscription queued."}, 202)
@@ -91,7 +92,7 @@ def register() -> tuple[Response, int] | BaseResponse:
 @bp.delete("/admin/subscriptions/<subscription_id>")
 @require_admin
 def delete_subscription(subscription_id: str) -> tuple[Response, int] | BaseResponse:
-    if not _ID.match(subscription_id):
+    if not _ID.fullmatch(subscription_id):
         return jsonify(error="Bad Request", reason="not a subscription id"), 400
     if not _services().redis.exists(store.subscription_key(subscription_id)):
         return jsonify(error="Not Found", reason="no subscription of ours has that id"), 404
@@ -114,7 +115,7 @@ def list_holds() -> Response:
 @require_admin
 def decide_hold(user_id: str, action: str) -> tuple[Response, int] | BaseResponse:
     conn = _services().redis
-    if not _ID.match(user_id) or action not in ("release", "discard"):
+    if not _ID.fullmatch(user_id) or action not in ("release", "discard"):
         return jsonify(error="Not Found", reason="POST …/release or …/discard"), 404
     if not conn.exists(holds.held_key(user_id)):
         return jsonify(error="Not Found", reason="no removals are held for that mailbox"), 404

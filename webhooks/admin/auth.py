@@ -7,7 +7,8 @@ request re-reads the account's role: demoting an admin takes effect on their nex
 `require_admin` accepts a session, or `Authorization: Bearer <token>` from
 `exsync admin add-token` (then only the token counts, never a cookie sent alongside it):
 
-    no credentials, unknown or expired session, bad token  → 401 (pages: redirect to sign-in)
+    no credentials, unknown or expired session, bad token  → 401 with a Bearer challenge
+                                                             (pages: redirect to sign-in)
     signed in, but not an admin account                    → 403 naming the account
 """
 
@@ -45,6 +46,8 @@ R = TypeVar("R")
 SESSION_SECONDS = 8 * 3600
 MAX_FAILURES = 10
 FAILURE_WINDOW = 900
+# Every 401 says how to authenticate (RFC 9110 §11.6.1): scripts use a bearer token.
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="exsync admin"'}
 WHY = {
     "signed-out": "Sign in with an admin account to see that page.",
     "expired": "Your session ended. Sign in again.",
@@ -87,7 +90,7 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | 
             if name is None:
                 log.info("admin.token_refused", extra={"path": request.path})
                 answer = pages.refusal(401, "Unauthorized", "the token is unknown or revoked")
-                return answer[0], 401, {"WWW-Authenticate": 'Bearer realm="exsync admin"'}
+                return answer[0], 401, CHALLENGE
             g.admin = f"token:{name}"
             return view(*args, **kwargs)
         if current_app.extensions["exsync_secrets"] is None:
@@ -105,7 +108,7 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | 
             if pages.wants_html():
                 here = request.full_path.rstrip("?")
                 return redirect(url_for("admin_auth.sign_in", next=here, why=why))
-            return pages.refusal(401, "Unauthorized", WHY[why])
+            return pages.refusal(401, "Unauthorized", WHY[why])[0], 401, CHALLENGE
         g.signed_in = email  # the layout offers to sign out, also on a 403 page
         if role != "admin":
             log.info("admin.forbidden", extra={"path": request.path, "role": role})

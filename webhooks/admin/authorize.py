@@ -6,7 +6,7 @@ bound to the admin session that started it (a callback arriving in another brows
 configured service account: Coconut's setup article warns that a browser still signed in to
 Microsoft authorizes the wrong account without asking.
 
-    SignInFailed    Microsoft (or MSAL) refused; carries an aadsts.Explanation
+    SignInFailed    Microsoft (or MSAL) refused; carries a core.aadsts.Explanation
     WrongAccount    the sign-in worked, as somebody else
     FlowExpired     no flow for this state, or it belongs to another session
 """
@@ -22,9 +22,9 @@ import msal
 import redis
 
 from core import connection, entra, store
+from core.aadsts import Explanation, explain
 from core.connection import Connection
 from core.secrets import SecretBox
-from webhooks.admin.aadsts import Explanation, explain
 
 log = logging.getLogger(__name__)
 FLOW_SECONDS = 600

@@ -19,15 +19,15 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from core import connection, jobs, staff_status, store
 from core.progress import progress
+from core.resync import SYNC_STAFF, queue_resync
 from core.staff_status import State
 from webhooks.admin import pages
 from webhooks.admin.auth import require_admin
 
 bp = Blueprint("admin_users", __name__)
 
-SYNC_STAFF = "workers.appointments.sync_staff"
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
+STAFF_ID = re.compile(r"[0-9]{1,20}")  # ASCII: RQ job ids refuse other scripts' digits
 
 
 def _rows() -> list[staff_status.StaffRow]:
@@ -73,9 +73,11 @@ def users() -> tuple[str, int]:
 @bp.post("/admin/exchange/users/<staff_id>/resync")
 @require_admin
 def resync(staff_id: str) -> BaseResponse:
-    if not staff_id.isdigit():
+    if not STAFF_ID.fullmatch(staff_id):
         return redirect(url_for("admin_users.users"))
-    _queue_staff([row for row in _rows() if row.staff_id == staff_id])
+    queue_resync(
+        current_app.extensions["exsync"].queue, [r for r in _rows() if r.staff_id == staff_id]
+    )
     flash("Resync queued.", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
@@ -86,7 +88,7 @@ def override_mailbox(staff_id: str) -> BaseResponse:
     """Match this staff member to another mailbox than their Coconut email (blank: the email)."""
     services = current_app.extensions["exsync"]
     address = request.form.get("address", "").strip().lower()
-    if not staff_id.isdigit() or (address and not EMAIL.match(address)):
+    if not STAFF_ID.fullmatch(staff_id) or (address and not EMAIL.match(address)):
         flash("Enter the mailbox's email address, or leave it blank to use the Coconut email.",
               "error")  # fmt: skip
         return redirect(url_for("admin_users.users"), code=303)
@@ -106,7 +108,7 @@ def override_mailbox(staff_id: str) -> BaseResponse:
 def set_enabled(staff_id: str) -> BaseResponse:
     """Manual user syncing: switch one staff member's sync on or off."""
     services = current_app.extensions["exsync"]
-    if not staff_id.isdigit():
+    if not STAFF_ID.fullmatch(staff_id):
         return redirect(url_for("admin_users.users"), code=303)
     turn_on = request.form.get("enabled") == "on"
     if turn_on:
@@ -124,7 +126,7 @@ def set_enabled(staff_id: str) -> BaseResponse:
 def recheck() -> BaseResponse:
     which = request.form.get("which", "failed")
     wanted = [r for r in _rows() if which == "all" or r.state in (State.ERROR, State.WARNING)]
-    _queue_staff(wanted)
+    queue_resync(current_app.extensions["exsync"].queue, wanted)
     flash(f"Recheck queued for {len(wanted)} staff member(s).", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
@@ -137,11 +139,3 @@ def users_json() -> Response:
         counts={str(k): v for k, v in staff_status.counts(every).items()},
         users=[{**asdict(row), "state": str(row.state)} for row in every],
     )
-
-
-def _queue_staff(rows: list[staff_status.StaffRow]) -> None:
-    queue = current_app.extensions["exsync"].queue
-    for row in rows:
-        jobs.ensure_queued(queue, SYNC_STAFF, "staff", row.staff_id)
-        if row.user_id:
-            jobs.ensure_queued(queue, SYNC_MAILBOX, "mailbox", row.user_id)

@@ -1,0 +1,501 @@
+"""The people and the weather of a chaos run: Coconut admins and customers, branch staff in
+Outlook, and the faults that strike the system while they work.
+
+Each step of the schedule is carried out here against the emulators' public surfaces: the
+Coconut admin API (the emulator then sends its signed webhooks), the Graph emulator's owner API
+(the staff member's own Outlook, which fires real notifications), their fault switches, and the
+processes themselves. What was done, to which real id and when, is kept in `history`, which the
+oracle reads to tell a justified busy-block removal from one without a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+
+from core.marks import MARK_PROPERTY_ID
+from tests.chaos.schedule import Step
+from tests.chaos.system import ChaosSystem
+from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET
+from workers import busy_time
+
+log = logging.getLogger(__name__)
+
+API = "/api/v2/b2b"
+DOMAIN = "contoso.example"
+# Removing a busy block needs one of these in the event's history (or the item being gone).
+POSITIVE_SIGNALS = {"cancel_event", "delete_event", "delete_occurrence", "made_free"}
+
+
+class Transient(Exception):
+    """The emulator answered 429 or 5xx (an armed fault, or its rate limit): try again."""
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, Transient | httpx.TransportError)
+
+
+@dataclass
+class Record:
+    """One Outlook event the schedule made, as the staff member last left it."""
+
+    mailbox: str  # address
+    event_id: str
+    start: datetime
+    end: datetime
+    zone: str  # the Windows zone the event was written in
+    all_day: bool
+    series: bool
+    subject: str
+    sensitivity: str
+
+
+@dataclass
+class World:
+    system: ChaosSystem
+    seed: int
+    appointments: dict[str, int] = field(default_factory=dict)  # handle -> Coconut id
+    blocks: dict[str, int] = field(default_factory=dict)  # handle -> Coconut absence id
+    events: dict[str, Record] = field(default_factory=dict)
+    history: list[tuple[float, str, str]] = field(default_factory=list)  # (at, kind, event id)
+    secrets_seen: set[str] = field(default_factory=set)  # subjects that must never leak
+    series_of: dict[str, str] = field(default_factory=dict)  # occurrence id -> master id
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    lane: queue.Queue[tuple[Any, tuple[Any, ...]] | None] = field(default_factory=queue.Queue)
+    process_faults: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.coconut = self.system.coconut_http()
+        self.graph = self.system.graph_http()
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": COCONUT_CLIENT_ID,
+            "client_secret": COCONUT_CLIENT_SECRET,
+        }
+        token = self._coconut("POST", f"{API}/oauth/token", data=form)
+        self.coconut.headers["Authorization"] = f"Bearer {token['access_token']}"
+        users = self.system.graph_state()["users"]
+        self.zones = {u["mail"]: u["timeZone"] for u in users}
+        # Process faults take seconds: one at a time, in a lane of their own, while the staff
+        # and customers go on.
+        self._lane = threading.Thread(target=self._run_lane, name="chaos-process-faults")
+        self._lane.start()
+
+    def settle(self) -> None:
+        """Wait for the process faults still in their lane, then clear every armed fault."""
+        if self._lane.is_alive():
+            self.lane.put(None)
+            self._lane.join()
+        self.graph.delete("/_emulator/faults").raise_for_status()
+        self.coconut.delete("/_emulator/faults").raise_for_status()
+
+    def close(self) -> None:
+        if self._lane.is_alive():
+            self.lane.put(None)
+            self._lane.join()
+        self.coconut.close()
+        self.graph.close()
+
+    # -- carrying out one step ----------------------------------------------------------------
+    def apply(self, step: Step) -> None:
+        action = getattr(self, f"_do_{step.kind}")
+        outcome = action(**step.args)
+        (self.skipped if outcome == "skipped" else self.done).append(step.kind)
+
+    # -- Coconut: customers book, admins change -------------------------------------------
+    @retry(
+        retry=retry_if_exception(_transient),
+        wait=wait_fixed(0.5),
+        stop=stop_after_delay(60),
+        reraise=True,
+    )
+    def _coconut(self, method: str, path: str, **kwargs: Any) -> Any:
+        answer = self.coconut.request(method, path, **kwargs)
+        if answer.status_code == 429 or answer.status_code >= 500:
+            raise Transient(f"{method} {path}: {answer.status_code}")
+        if answer.status_code >= 300:
+            raise AssertionError(f"{method} {path}: {answer.status_code} {answer.text[:300]}")
+        return answer.json() if answer.content else None
+
+    def _document(
+        self, kind: str, attrs: dict[str, Any], record_id: int | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": kind, "attributes": attrs, **extra}
+        if record_id is not None:
+            data["id"] = str(record_id)
+        return {"data": data}
+
+    def _local(self, day: int, hour: int, minute: int, zone: str) -> datetime:
+        today = datetime.now(ZoneInfo(zone)).date() + timedelta(days=day)
+        return datetime(today.year, today.month, today.day, hour, minute, tzinfo=ZoneInfo(zone))
+
+    def _do_book(
+        self,
+        handle: str,
+        staff: int,
+        extra: list[int],
+        service: int,
+        client: int,
+        day: int,
+        hour: int,
+        minute: int,
+    ) -> None:
+        location = 1 if staff % 2 else 2
+        zone = "America/Toronto" if location == 1 else "America/Regina"
+        start = self._local(day, hour, minute, zone)
+        attrs = {
+            "start": start.isoformat(),
+            "staff_id": staff,
+            "additional_staff_id": extra,
+            "location_id": location,
+            "service_id": [service],
+        }
+        rel = {"attendees": {"data": [{"type": "clients", "id": str(client)}]}}
+        body = self._document("appointments", attrs, relationships=rel)
+        made = self._coconut("POST", f"{API}/appointments", json=body)
+        self.appointments[handle] = int(made["data"]["id"])
+
+    def _patch_appointment(self, handle: str, attrs: dict[str, Any]) -> None:
+        appointment_id = self.appointments[handle]
+        body = self._document("appointments", attrs, appointment_id)
+        self._coconut("PATCH", f"{API}/appointments/{appointment_id}", json=body)
+
+    def _do_reschedule(self, handle: str, day: int, hour: int, minute: int) -> None:
+        current = self._coconut("GET", f"{API}/appointments/{self.appointments[handle]}")
+        zone = current["data"]["attributes"]["timezone"]
+        self._patch_appointment(handle, {"start": self._local(day, hour, minute, zone).isoformat()})
+
+    def _do_edit(self, handle: str, service: int) -> None:
+        self._patch_appointment(handle, {"service_id": [service]})
+
+    def _do_reassign(self, handle: str, staff: int) -> None:
+        self._patch_appointment(handle, {"staff_id": staff, "additional_staff_id": []})
+
+    def _do_cancel(self, handle: str) -> None:
+        self._patch_appointment(handle, {"status": "cancelled"})
+
+    def _do_block(
+        self, handle: str, staff: int, hours: int, all_day: bool, day: int, hour: int, minute: int
+    ) -> None:
+        zone = self._staff_zone(staff)
+        start = self._local(day, 0 if all_day else hour, 0 if all_day else minute, zone)
+        end = start + (timedelta(days=1) if all_day else timedelta(hours=hours))
+        attrs = {
+            "user_id": staff,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "all_day": all_day,
+            "source": "coconut",
+            "title": f"Away {handle}",
+        }
+        made = self._coconut("POST", f"{API}/absences", json=self._document("absences", attrs))
+        self.blocks[handle] = int(made["data"]["id"])
+
+    def _do_move_block(self, handle: str, day: int, hour: int, minute: int) -> None:
+        absence_id = self.blocks[handle]
+        current = self._coconut("GET", f"{API}/absences/{absence_id}")["data"]["attributes"]
+        start = self._local(day, hour, minute, current["timezone"])
+        length = datetime.fromisoformat(current["end"]) - datetime.fromisoformat(current["start"])
+        if current["all_day"]:
+            start = start.replace(hour=0, minute=0)
+        attrs = {"start": start.isoformat(), "end": (start + length).isoformat()}
+        body = self._document("absences", attrs, absence_id)
+        self._coconut("PATCH", f"{API}/absences/{absence_id}", json=body)
+
+    def _do_unblock(self, handle: str) -> None:
+        self._coconut("DELETE", f"{API}/absences/{self.blocks.pop(handle)}")
+
+    def _staff_zone(self, staff: int) -> str:
+        user = self._coconut("GET", f"{API}/users/{staff}")
+        return str(user["data"]["attributes"]["timezone"])
+
+    # -- Outlook: staff members in their own calendars ------------------------------------
+    def _owner(self, method: str, path: str, **kwargs: Any) -> Any:
+        answer = self.graph.request(method, f"/_emulator/users/{path}", **kwargs)
+        if answer.status_code >= 300:
+            raise AssertionError(f"{method} {path}: {answer.status_code} {answer.text[:300]}")
+        return answer.json() if answer.content else None
+
+    def _note(self, kind: str, event_id: str) -> None:
+        self.history.append((time.time(), kind, event_id))
+
+    def _do_create(
+        self,
+        handle: str,
+        mailbox: int,
+        series: bool,
+        all_day: bool,
+        hours: int,
+        show_as: str,
+        sensitivity: str,
+        day: int,
+        hour: int,
+        minute: int,
+    ) -> None:
+        address = f"user{mailbox}@{DOMAIN}"
+        zone = self.zones[address]
+        local = self._local(
+            day, 0 if all_day else hour, 0 if all_day else minute, busy_time.iana_zone(zone)
+        )
+        end = local + (timedelta(days=1) if all_day else timedelta(hours=hours))
+        secret = sensitivity != "normal"
+        subject = f"Secret {secrets.token_hex(6)}" if secret else f"Meeting {handle}"
+        if secret:
+            self.secrets_seen.add(subject)
+        body: dict[str, Any] = {
+            "subject": subject,
+            "showAs": show_as,
+            "sensitivity": sensitivity,
+            "isAllDay": all_day,
+            "start": _when(local, zone),
+            "end": _when(end, zone),
+            "body": {"contentType": "text", "content": f"notes for {subject}"},
+        }
+        if series:
+            body["recurrence"] = {
+                "pattern": {
+                    "type": "weekly",
+                    "interval": 1,
+                    "daysOfWeek": [local.strftime("%A").lower()],
+                },
+                "range": {
+                    "type": "numbered",
+                    "startDate": local.date().isoformat(),
+                    "numberOfOccurrences": 4,
+                },
+            }
+        made = self._owner("POST", f"{address}/events", json=body)
+        self.events[handle] = Record(
+            address, made["id"], local, end, zone, all_day, series, subject, sensitivity
+        )
+        self._note("create", made["id"])
+        if series:
+            for inst in self.calendar_view(address):
+                if inst.get("seriesMasterId") == made["id"]:
+                    self.series_of[inst["id"]] = made["id"]
+
+    def _patch_event(self, handle: str, kind: str, body: dict[str, Any]) -> None:
+        record = self.events[handle]
+        self._owner("PATCH", f"{record.mailbox}/events/{record.event_id}", json=body)
+        self._note(kind, record.event_id)
+
+    def _do_move(self, handle: str, hours: int) -> None:
+        record = self.events[handle]
+        if record.all_day:
+            shift = timedelta(days=1 if hours > 0 else -1)
+        elif record.series:  # within the same days: the occurrences keep their ids
+            shift = timedelta(hours=1 if record.start.hour < 15 else -1)
+        else:
+            shift = timedelta(hours=hours)
+        record.start, record.end = record.start + shift, record.end + shift
+        self._patch_event(
+            handle,
+            "move",
+            {"start": _when(record.start, record.zone), "end": _when(record.end, record.zone)},
+        )
+
+    def _do_retitle(self, handle: str) -> None:
+        record = self.events[handle]
+        if record.sensitivity != "normal":
+            record.subject = f"Secret {secrets.token_hex(6)}"
+            self.secrets_seen.add(record.subject)
+        else:
+            record.subject = f"{record.subject.split(' (')[0]} ({secrets.token_hex(2)})"
+        self._patch_event(handle, "retitle", {"subject": record.subject})
+
+    def _do_make_private(self, handle: str) -> None:
+        record = self.events[handle]
+        # From now on this subject must not be shown in Coconut; give it a fresh secret one so
+        # the check can also search Redis and the logs for it.
+        record.sensitivity, record.subject = "private", f"Secret {secrets.token_hex(6)}"
+        self.secrets_seen.add(record.subject)
+        self._patch_event(
+            handle, "make_private", {"sensitivity": "private", "subject": record.subject}
+        )
+
+    def _do_toggle_free(self, handle: str, show_as: str) -> None:
+        freed = show_as not in busy_time.BLOCKING
+        self._patch_event(handle, "made_free" if freed else "made_busy", {"showAs": show_as})
+
+    def _do_cancel_event(self, handle: str) -> None:
+        self._patch_event(handle, "cancel_event", {"isCancelled": True})
+
+    def _do_delete_event(self, handle: str) -> None:
+        record = self.events.pop(handle)
+        self._owner("DELETE", f"{record.mailbox}/events/{record.event_id}")
+        self._note("delete_event", record.event_id)
+
+    def _do_delete_occurrence(self, handle: str, nth: int) -> str | None:
+        record = self.events[handle]
+        occurrences = [
+            i
+            for i in self.calendar_view(record.mailbox)
+            if i.get("seriesMasterId") == record.event_id
+        ]
+        if not occurrences:
+            return "skipped"
+        victim = occurrences[nth % len(occurrences)]["id"]
+        self._owner("DELETE", f"{record.mailbox}/events/{victim}")
+        self._note("delete_occurrence", victim)
+        return None
+
+    def _our_event(self, handle: str) -> tuple[str, dict[str, Any]] | None:
+        appointment_id = self.appointments.get(handle)
+        if appointment_id is None:
+            return None
+        mark = f"exsync:appointment:{appointment_id}"
+        state = self.system.graph_state()
+        mails = {u["id"]: u["mail"] for u in state["users"]}
+        for user_id, events in state["events"].items():
+            for event in events:
+                props = event.get("singleValueExtendedProperties") or []
+                if any(
+                    p["id"].lower() == MARK_PROPERTY_ID.lower() and p["value"] == mark
+                    for p in props
+                ):
+                    return mails[user_id], event
+        return None
+
+    def _do_edit_projection(self, handle: str, hours: int) -> str | None:
+        found = self._our_event(handle)
+        if found is None:
+            return "skipped"
+        address, event = found
+        start = datetime.fromisoformat(event["start"]["dateTime"][:19]) + timedelta(hours=hours)
+        end = datetime.fromisoformat(event["end"]["dateTime"][:19]) + timedelta(hours=hours)
+        self._owner(
+            "PATCH",
+            f"{address}/events/{event['id']}",
+            json={
+                "subject": "Moved by staff",
+                "start": _when(start, "UTC"),
+                "end": _when(end, "UTC"),
+            },
+        )
+        return None
+
+    def _do_delete_projection(self, handle: str, hours: int) -> str | None:
+        found = self._our_event(handle)
+        if found is None:
+            return "skipped"
+        address, event = found
+        self._owner("DELETE", f"{address}/events/{event['id']}")
+        return None
+
+    def calendar_view(
+        self, address: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The mailbox's instances in the window (default: a year either side), in UTC."""
+        now = datetime.now(UTC)
+        start, end = start or now - timedelta(days=365), end or now + timedelta(days=365)
+        params = {"startDateTime": start.isoformat(), "endDateTime": end.isoformat()}
+        answer = self.graph.get(f"/_emulator/users/{address}/calendarView", params=params)
+        answer.raise_for_status()
+        return list(answer.json()["value"])
+
+    # -- faults ---------------------------------------------------------------------------
+    def _graph_fault(self, **spec: Any) -> None:
+        armed = self.graph.post("/_emulator/faults", json=spec)
+        if armed.status_code >= 300:
+            raise AssertionError(f"arming {spec}: {armed.status_code} {armed.text}")
+
+    def _coconut_fault(self, kind: str, **spec: Any) -> None:
+        armed = self.coconut.post(f"/_emulator/faults/{kind}", json=spec)
+        if armed.status_code >= 300:
+            raise AssertionError(f"arming {kind} {spec}: {armed.status_code} {armed.text}")
+
+    def _do_throttle(self, status: int, count: int, retry_after: int) -> None:
+        self._graph_fault(kind="throttle", status=status, count=count, retry_after=retry_after)
+
+    def _do_notification_drop(self, count: int) -> None:
+        self._graph_fault(kind="notification_drop", count=count)
+
+    def _do_notification_duplicate(self, count: int) -> None:
+        self._graph_fault(kind="notification_duplicate", count=count)
+
+    def _do_notification_delay(self, count: int, seconds: int) -> None:
+        self._graph_fault(kind="notification_delay", count=count, seconds=seconds)
+
+    def _do_notification_reorder(self, batch: int) -> None:
+        self._graph_fault(kind="notification_reorder", batch=batch, hold_seconds=2)
+
+    def _subscription_of(self, mailbox: int) -> str | None:
+        address = f"user{mailbox}@{DOMAIN}"
+        state = self.system.graph_state()
+        uid = next(u["id"] for u in state["users"] if u["mail"] == address)
+        return next((s["id"] for s in state["subscriptions"] if s["mailbox"] == uid), None)
+
+    def _do_subscription_expire(self, mailbox: int) -> str | None:
+        sub = self._subscription_of(mailbox)
+        if sub is None:
+            return "skipped"
+        self.graph.post(f"/_emulator/subscriptions/{sub}/expire").raise_for_status()
+        return None
+
+    def _lifecycle(self, mailbox: int, event: str) -> str | None:
+        sub = self._subscription_of(mailbox)
+        if sub is None:
+            return "skipped"
+        sent = self.graph.post(f"/_emulator/subscriptions/{sub}/lifecycle", json={"event": event})
+        sent.raise_for_status()
+        return None
+
+    def _do_subscription_removed(self, mailbox: int) -> str | None:
+        return self._lifecycle(mailbox, "subscriptionRemoved")
+
+    def _do_subscription_missed(self, mailbox: int) -> str | None:
+        return self._lifecycle(mailbox, "missed")
+
+    def _do_delta_expire(self) -> None:
+        self._graph_fault(kind="expire_delta")
+
+    def _do_delivery_duplicate(self, count: int) -> None:
+        self._coconut_fault("delivery_duplicate", count=count)
+
+    def _do_delivery_drop(self, count: int) -> None:
+        self._coconut_fault("delivery_drop", count=count)
+
+    def _do_delivery_delay(self, count: int) -> None:
+        self._coconut_fault("delivery_delay", count=count, seconds=2.0)
+
+    def _do_delivery_reorder(self, batch: int) -> None:
+        self._coconut_fault("delivery_reorder", count=1, batch=batch, hold_seconds=2.0)
+
+    def _do_coconut_error(self, count: int) -> None:
+        self._coconut_fault("api_error", count=count, status=503, retry_after=1)
+
+    def _run_lane(self) -> None:
+        while (item := self.lane.get()) is not None:
+            action, args = item
+            try:
+                outcome = action(*args)
+            except Exception as exc:  # reported, and the run fails on it
+                self.errors.append(f"{action.__name__}: {exc!r}")
+                continue
+            self.process_faults.append(f"{action.__name__}: {outcome}")
+
+    def _do_kill_worker(self) -> None:
+        self.lane.put((self.system.kill_busy_worker, ()))
+
+    def _do_restart_redis(self, down: float) -> None:
+        self.lane.put((self.system.restart_redis, (down,)))
+
+    def _do_restart_web(self) -> None:
+        self.lane.put((self.system.restart_web, ()))
+
+
+def _when(local: datetime, zone: str) -> dict[str, str]:
+    """Graph's dateTimeTimeZone: the wall time and the (Windows or IANA) zone it is in."""
+    return {"dateTime": local.replace(tzinfo=None).isoformat(timespec="seconds"), "timeZone": zone}

@@ -1,0 +1,100 @@
+"""The coalescing flag protocol (core.jobs) under every interleaving hypothesis can think of:
+changes before a job starts, during any of its rounds, and rounds that die half-way. Whatever
+happens, every change is read by a round that started after it, and no round runs for nothing
+more than once per change. Real Redis, real RQ queue and worker (in-process, burst mode)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+
+from core import jobs, store
+
+FUNC = "tests.test_coalescing_protocol.probe"
+
+
+@dataclass
+class Script:
+    """What happens to one item: changes arriving during each round, and rounds that die."""
+
+    conn: redis.Redis
+    queue: Queue
+    item: str
+    during: list[int]
+    dies: set[int]
+    changes: int = 0
+    rounds: list[tuple[int, bool]] = field(default_factory=list)  # (changes seen, completed)
+
+    def change(self) -> None:
+        self.changes += 1
+        jobs.ensure_queued(self.queue, FUNC, "probe", self.item)
+
+    def round(self) -> None:
+        seen, number = self.changes, len(self.rounds)
+        self.rounds.append((seen, False))
+        for _ in range(self.during[number] if number < len(self.during) else 0):
+            self.change()
+        if number in self.dies:
+            raise RuntimeError("the worker died half-way through this round")
+        self.rounds[number] = (seen, True)
+
+
+SCRIPT: Script | None = None
+
+
+def probe(item: str) -> int:
+    """The job: one coalesced run of the current script's rounds."""
+    assert SCRIPT is not None and SCRIPT.item == item
+    return jobs.run_coalesced(SCRIPT.conn, "probe", item, lambda _: SCRIPT.round())
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[Queue]:
+    conn = redis.Redis.from_url(redis_url)
+    jobs.configure(retries=3, timeout=30)
+    yield Queue("probe", connection=conn)
+    conn.close()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    before=st.integers(1, 5),
+    during=st.lists(st.integers(0, 4), max_size=8),
+    dies=st.sets(st.integers(0, 7), max_size=2),
+)
+def test_every_change_is_read_by_a_round_that_started_after_it(
+    queue: Queue, before: int, during: list[int], dies: set[int]
+) -> None:
+    global SCRIPT
+    script = Script(queue.connection, queue, uuid.uuid4().hex, during, dies)
+    SCRIPT = script
+    for _ in range(before):
+        script.change()
+    worker = SimpleWorker([queue], connection=queue.connection)
+    scheduled = ScheduledJobRegistry(queue=queue)
+    for _ in range(20):
+        worker.work(burst=True)
+        # Time passes: a retry waiting for its back-off (core.jobs.RETRY_INTERVALS) is due.
+        for job_id in scheduled.get_job_ids():
+            scheduled.remove(job_id)
+            queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
+        if not queue.count:
+            break
+
+    completed = [seen for seen, done in script.rounds if done]
+    assert completed and completed[-1] == script.changes, script.rounds
+    assert not queue.connection.exists(store.dirty_key("probe", script.item))
+    assert queue.count == 0
+    assert not FailedJobRegistry(queue=queue).get_job_ids()
+    # Coalescing: never more rounds than changes plus the rounds that had to be redone.
+    assert len(script.rounds) <= script.changes + len(dies)
