@@ -109,7 +109,8 @@ def main() -> int:
                     "--rate-limit", "1000000"],
         coconut_args=["--staff", str(args.staff), "--bookings-per-staff",
                       str(args.appointments), "--rate-limit", "1000000"],
-        settings={"EXSYNC_LOG_LEVEL": "WARNING"},
+        # The tests' 60-second job timeout would cut the initial sync's listing of 200 staff.
+        settings={"EXSYNC_LOG_LEVEL": "WARNING", "EXSYNC_JOB_TIMEOUT": "1800"},
     ).start()  # fmt: skip
     try:
         for index in range(args.workers):
