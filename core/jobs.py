@@ -179,12 +179,47 @@ def item_lock(conn: redis.Redis, kind: str, item: str) -> Iterator[Lock]:
             log.warning("lock.lost", extra={"kind": kind, "item": item})
 
 
+@contextmanager
+def item_locks(conn: redis.Redis, items: list[tuple[str, str]]) -> Iterator[None]:
+    """Hold the locks of many items at once (a job that writes many items of one mailbox), each
+    the same lock `item_lock` takes. Taken in one order (sorted), so two holders of overlapping
+    sets never wait on each other in a circle; one thread renews them all. Raises LockBusy,
+    having released what it took, when one stays locked longer than a job may wait."""
+    held: list[Lock] = []
+    done = threading.Event()
+    keeper = threading.Thread(target=_keep_all, args=(held, done), daemon=True)
+    keeper.start()
+    try:
+        for kind, item in sorted(set(items)):
+            lock = conn.lock(
+                store.lock_key(kind, item), timeout=LOCK_SECONDS,
+                blocking_timeout=LOCK_SECONDS * 3, thread_local=False,
+            )  # fmt: skip
+            if not lock.acquire():
+                raise LockBusy(f"{kind} {item} is locked by another worker")
+            held.append(lock)
+        yield
+    finally:
+        done.set()
+        keeper.join()
+        for lock in held:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("lock.lost", extra={"lock": lock.name})
+
+
 def _keep(lock: Lock, done: threading.Event) -> None:
+    _keep_all([lock], done)
+
+
+def _keep_all(locks: list[Lock], done: threading.Event) -> None:
     while not done.wait(LOCK_SECONDS / 3):
-        try:
-            lock.extend(LOCK_SECONDS, replace_ttl=True)
-        except redis.exceptions.RedisError:
-            log.warning("lock.renew_failed", exc_info=True)
+        for lock in list(locks):
+            try:
+                lock.extend(LOCK_SECONDS, replace_ttl=True)
+            except redis.exceptions.RedisError:
+                log.warning("lock.renew_failed", exc_info=True)
 
 
 class LockBusy(Exception):

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -31,10 +31,15 @@ T = TypeVar("T")
 TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 SLOT_SECONDS = 60
 
+# Takes ARGV[6] slots at once or none: a $batch needs several, and taking them one by one would
+# let two batches each hold half of what both wait for.
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+local wanted = tonumber(ARGV[6])
+if redis.call('ZCARD', KEYS[1]) + wanted <= tonumber(ARGV[3]) then
+    for n = 1, wanted do
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4] .. ':' .. n)
+    end
     redis.call('EXPIRE', KEYS[1], ARGV[5])
     return 1
 end
@@ -56,7 +61,11 @@ def status_of(exc: BaseException) -> int | None:
 
 def retry_after_seconds(exc: BaseException) -> float | None:
     """`Retry-After` as seconds (integer, fractional, or an HTTP date), if Graph sent one."""
-    headers = getattr(exc, "response_headers", None) or {}
+    return retry_after_header(getattr(exc, "response_headers", None) or {})
+
+
+def retry_after_header(headers: Any) -> float | None:
+    """`Retry-After` from a headers mapping (an error's, or an inner `$batch` answer's)."""
     value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
     if isinstance(value, list):
         value = value[0] if value else None
@@ -90,8 +99,9 @@ class MailboxGate:
     def _key(self, what: str, mailbox: str) -> str:
         return store.key("graph", what, self.app, mailbox)
 
-    async def call(self, mailbox: str, request: Callable[[], Awaitable[T]]) -> T:
-        """Await `request()` in a free slot; on 429/5xx wait as Graph asks, shared, and retry."""
+    async def call(self, mailbox: str, request: Callable[[], Awaitable[T]], *, slots: int = 1) -> T:
+        """Await `request()` in free slots (a `$batch` whose inner requests run in parallel takes
+        as many as run at once); on 429/5xx wait as Graph asks, shared, and retry."""
         retrying = AsyncRetrying(
             retry=retry_if_exception(_transient),
             stop=stop_after_attempt(RetryPolicy.attempts),
@@ -101,7 +111,7 @@ class MailboxGate:
         async for attempt in retrying:
             with attempt:
                 await self._blocked(mailbox)
-                async with self._slot(mailbox):
+                async with self._slot(mailbox, slots):
                     try:
                         answer = await request()
                     except ODataError as exc:
@@ -129,6 +139,11 @@ class MailboxGate:
         log.info("graph.throttled", extra={"mailbox": mailbox, "status": status, "wait": delay})
         return 0.0
 
+    def hold(self, mailbox: str, seconds: float) -> None:
+        """Make every worker's next call to the mailbox wait `seconds`: an inner `$batch` answer
+        asked for it (the batch itself succeeded, so `call` never saw the 429)."""
+        self._block(mailbox, seconds)
+
     def _block(self, mailbox: str, seconds: float) -> None:
         key = self._key("blocked", mailbox)
         until = time.time() + seconds
@@ -143,16 +158,17 @@ class MailboxGate:
             await asyncio.sleep(delay)
 
     @asynccontextmanager
-    async def _slot(self, mailbox: str) -> AsyncIterator[None]:
+    async def _slot(self, mailbox: str, wanted: int = 1) -> AsyncIterator[None]:
         key = self._key("inflight", mailbox)
         token = uuid.uuid4().hex
+        wanted = max(1, min(wanted, self.slots))
         while True:
             now = time.time()
-            args = [now, now + SLOT_SECONDS, self.slots, token, SLOT_SECONDS * 2]
+            args = [now, now + SLOT_SECONDS, self.slots, token, SLOT_SECONDS * 2, wanted]
             if self._acquire(keys=[key], args=args):
                 break
             await asyncio.sleep(0.02)
         try:
             yield
         finally:
-            self.conn.zrem(key, token)
+            self.conn.zrem(key, *(f"{token}:{n}" for n in range(1, wanted + 1)))

@@ -241,6 +241,80 @@ def test_extended_properties_filter_and_expand(emulator: Emulator) -> None:
     assert found[0]["singleValueExtendedProperties"] == [{"id": prop, "value": "ours"}]
 
 
+def test_extended_property_values_filter_by_prefix_and_substring_ignoring_case(
+    emulator: Emulator,
+) -> None:
+    """Graph's string functions on extended property values: how one listing finds every event
+    one deployment marked."""
+    uid = emulator.add_user("ana@contoso.example")
+    prop = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name exsync"
+    with _graph(emulator, emulator.app_token()) as graph:
+        for n, value in enumerate(["dep:appointment:1", "DEP:absence:2", "other:dep:3", ""]):
+            body = {"subject": f"e{n}", "start": _when("2026-12-01T09:00:00"),
+                    "end": _when("2026-12-01T10:00:00")}  # fmt: skip
+            if value:
+                body["singleValueExtendedProperties"] = [{"id": prop, "value": value}]
+            assert graph.post(f"/users/{uid}/events", json=body).status_code == 201
+
+        def listed(test: str) -> list[dict[str, Any]]:
+            answer = graph.get(f"/users/{uid}/events", params={
+                "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{prop}' and {test})",
+                "$expand": f"singleValueExtendedProperties($filter=id eq '{prop}')",
+                "$select": "id,changeKey", "$top": "500",
+            })  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            return answer.json()["value"]  # type: ignore[no-any-return]
+
+        prefixed = listed("startswith(ep/value, 'dep:')")
+        assert sorted(e["singleValueExtendedProperties"][0]["value"] for e in prefixed) == [
+            "DEP:absence:2", "dep:appointment:1",
+        ]  # fmt: skip
+        assert all(set(e) >= {"id", "changeKey"} and "subject" not in e for e in prefixed)
+        assert [e["singleValueExtendedProperties"][0]["value"] for e in
+                listed("contains(ep/value, 'ABSENCE')")] == ["DEP:absence:2"]  # fmt: skip
+        bad = graph.get(f"/users/{uid}/events", params={"$filter": "startswith(subject, 3)"})
+        assert bad.status_code == 400
+
+
+def test_batches_are_counted_with_their_inner_requests(emulator: Emulator) -> None:
+    uid = emulator.add_user("ana@contoso.example")
+    headers = {"Content-Type": "application/json"}
+    body = {"subject": "b", "start": _when("2026-12-01T09:00:00"),
+            "end": _when("2026-12-01T10:00:00")}  # fmt: skip
+    with _graph(emulator, emulator.app_token()) as graph:
+        answer = graph.post("/$batch", json={"requests": [
+            {"id": str(n), "method": "POST", "url": f"/users/{uid}/events", "headers": headers,
+             "body": body} for n in range(3)
+        ]})  # fmt: skip
+        assert answer.status_code == 200
+    summary = emulator.control("GET", "/summary").raise_for_status().json()
+    requests = summary["counters"]["requests"]
+    assert requests["POST /v1.0/$batch"] == 1
+    assert requests["POST /v1.0/users/<user>/events"] == 3
+    assert summary["counters"]["batched"] == 3
+    assert summary["events"] == 3
+
+
+def test_a_throttle_fault_can_target_one_method_inside_a_batch(emulator: Emulator) -> None:
+    uid = emulator.add_user("ana@contoso.example")
+    spec = {"kind": "throttle", "mailbox": uid, "method": "POST", "retry_after": 3, "count": 1}
+    assert emulator.control("POST", "/faults", spec).status_code == 201
+    assert emulator.control("POST", "/faults", {**spec, "method": "post"}).status_code == 400
+    headers = {"Content-Type": "application/json"}
+    body = {"subject": "b", "start": _when("2026-12-01T09:00:00"),
+            "end": _when("2026-12-01T10:00:00")}  # fmt: skip
+    with _graph(emulator, emulator.app_token()) as graph:
+        answer = graph.post("/$batch", json={"requests": [
+            {"id": "read", "method": "GET", "url": f"/users/{uid}/events"},
+            {"id": "write", "method": "POST", "url": f"/users/{uid}/events", "headers": headers,
+             "body": body, "dependsOn": ["read"]},
+        ]})  # fmt: skip
+    inner = {r["id"]: r for r in answer.json()["responses"]}
+    assert inner["read"]["status"] == 200
+    assert inner["write"]["status"] == 429
+    assert inner["write"]["headers"]["Retry-After"] == "3"
+
+
 def test_mailbox_concurrency_and_rate_limits(tmp_path: Path) -> None:
     emu = Emulator(tmp_path, ["--max-concurrency", "2", "--latency", "0.5", "--rate-limit", "6",
                               "--rate-window", "60"]).start()  # fmt: skip

@@ -1,19 +1,29 @@
 """The initial sync: every existing upcoming appointment and Coconut absence reaches Outlook once,
-and running it again (a resumed crash, a second Authorize) doubles nothing."""
+and running it again (a resumed crash, a second Authorize) doubles nothing.
+
+The bulk tests seed Coconut with more bookings at start (`--bookings-per-staff`, no webhook for
+any), so every event in Outlook is the initial sync's work, written per mailbox in `$batch`
+calls; the Graph emulator's request counters show how.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+import time
 from collections import Counter
+from datetime import datetime
+from typing import Any
 
 import httpx
 import redis
+from rq import Queue
 
 from exsync.admin_users import add_token
 from tests.harness import System, wait_until
-from tests.sync_support import CoconutAdmin, mark_of
+from tests.sync_support import CoconutAdmin, graph_fault, mark_of, marked_events, user_id, utc
 
 
 def projected(system: System) -> Counter[tuple[str, str]]:
@@ -32,7 +42,6 @@ def expected(system: System) -> set[tuple[str, str]]:
     """What Coconut says should be in Outlook: live appointments per assigned staff member with a
     mailbox, and Coconut-made absences."""
     coconut = CoconutAdmin(system)
-    get = coconut.http.get
     try:
         staff = {
             int(u["id"]): u["attributes"]["email"]
@@ -41,7 +50,7 @@ def expected(system: System) -> set[tuple[str, str]]:
             and u["attributes"]["email"] != "nomailbox@contoso.example"
         }
         wanted = set()
-        for a in get("/api/v2/b2b/appointments", params={"limit": 100}).json()["data"]:
+        for a in every(coconut, "/api/v2/b2b/appointments"):
             attrs = a["attributes"]
             if attrs["status"] == "cancelled":
                 continue
@@ -55,6 +64,18 @@ def expected(system: System) -> set[tuple[str, str]]:
         return wanted
     finally:
         coconut.http.close()
+
+
+def every(coconut: CoconutAdmin, path: str) -> list[dict[str, Any]]:
+    """Every record of a Coconut collection, following `links.next`."""
+    rows: list[dict[str, Any]] = []
+    url: str | None = path
+    params: dict[str, Any] | None = {"limit": 100}
+    while url:
+        page = coconut.http.get(url, params=params).raise_for_status().json()
+        rows += page["data"]
+        url, params = page["links"]["next"], None
+    return rows
 
 
 def run_cli(system: System, *args: str) -> str:
@@ -192,3 +213,143 @@ def test_with_manual_user_syncing_only_enabled_staff_sync(
     mailboxes = {address for address, _ in projected(system)}
     assert mailboxes == {"user1@contoso.example"}
     assert rows()["user2@contoso.example"]["state"] == "warning"
+
+
+# ---------------------------------------------------------------- the bulk path, per mailbox
+
+BOOKINGS = 45  # per staff member, beside the seed: three batches for each mailbox
+
+
+def bulk_system(make_system, workers: int = 2) -> System:  # type: ignore[no-untyped-def]
+    return make_system(
+        workers=workers, graph_args=["--users", "3"],
+        coconut_args=["--bookings-per-staff", str(BOOKINGS)],
+    )  # fmt: skip
+
+
+def requests_now(system: System) -> dict[str, Any]:
+    with system.graph_http() as http:
+        return http.get("/_emulator/summary").raise_for_status().json()["counters"]  # type: ignore[no-any-return]
+
+
+def routes(before: dict[str, Any], after: dict[str, Any]) -> Counter[str]:
+    """Requests per route between two readings of the counters."""
+    return Counter(after["requests"]) - Counter(before["requests"])
+
+
+def sync_quietly(system: System, conn: redis.Redis, want: set[tuple[str, str]]) -> None:
+    """Run the initial sync and wait until everything is projected and no job is left."""
+    assert "initial sync queued" in run_cli(system, "initial-sync")
+    wait_until(lambda: set(projected(system)) >= want, 120, what="every item projected")
+    queue = Queue("exsync", connection=conn)
+    wait_until(lambda: queue.count == 0 and queue.started_job_registry.count == 0, 60,
+               what="the queue to drain")  # fmt: skip
+
+
+def per_mailbox(want: set[tuple[str, str]]) -> Counter[str]:
+    return Counter(address for address, _ in want)
+
+
+def test_an_initial_sync_writes_each_item_once_per_mailbox_in_batches(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = bulk_system(make_system)
+    want = expected(system)
+    assert per_mailbox(want)["user1@contoso.example"] > BOOKINGS
+    before = requests_now(system)
+
+    sync_quietly(system, redis_conn, want)
+
+    counts = projected(system)
+    assert set(counts) == want and set(counts.values()) == {1}, "each item once per mailbox"
+    sent = routes(before, requests_now(system))
+    assert sent["POST /v1.0/users/<user>/events"] == len(want), "one create per event"
+    batches = sum(math.ceil(n / 20) for n in per_mailbox(want).values())
+    assert sent["POST /v1.0/$batch"] == batches, "creates go 20 to a batch"
+    assert sent["GET /v1.0/users/<user>/events"] == 3, "one listing per mailbox, no look-ups"
+    assert requests_now(system)["batched"] - before["batched"] == len(want)
+
+    coconut = CoconutAdmin(system)
+    booking = every(coconut, "/api/v2/b2b/appointments")[-1]  # a bulk-seeded one of staff 3
+    coconut.http.close()
+    (event,) = marked_events(system, "user3@contoso.example", f"exsync:appointment:{booking['id']}")
+    attrs = booking["attributes"]
+    assert utc(event["start"]) == datetime.fromisoformat(attrs["start"])
+    assert utc(event["end"]) == datetime.fromisoformat(attrs["end"])
+    assert event["subject"] == "Mortgage consultation with Ada Lovelace"
+    assert f"/appointments/{booking['id']}" in event["body"]["content"]
+    assert event["transactionId"] and event["showAs"] == "busy" and event["attendees"] == []
+    mailbox = user_id(system, "user3@contoso.example")
+    stored = redis_conn.hget(f"exsync:projected:{mailbox}", event["id"])
+    assert stored and json.loads(stored)["change_key"] == event["changeKey"], "echo is known"
+
+
+def test_a_lost_mapping_is_rebuilt_from_our_marks_and_nothing_is_created_twice(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = bulk_system(make_system)
+    want = expected(system)
+    sync_quietly(system, redis_conn, want)
+    for pattern in ("exsync:projection:*", "exsync:projected:*"):
+        redis_conn.delete(*redis_conn.keys(pattern))
+    before = requests_now(system)
+
+    sync_quietly(system, redis_conn, want)
+
+    counts = projected(system)
+    assert set(counts) == want and set(counts.values()) == {1}
+    assert routes(before, requests_now(system))["POST /v1.0/users/<user>/events"] == 0
+    for address in ("user1@contoso.example", "user2@contoso.example", "user3@contoso.example"):
+        mailbox = user_id(system, address)
+        events = system.graph_state()["events"][mailbox]
+        ours = {e["id"] for e in events if mark_of(e)}
+        mapped = {k.decode() for k in redis_conn.hkeys(f"exsync:projected:{mailbox}")}
+        assert mapped == ours, f"{address}: every event mapped again, by its mark"
+
+
+def test_a_worker_killed_mid_batch_leaves_each_event_once(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    # The first create in user1's first batch is carried out, then its answer (and with it the
+    # whole batch's) waits: the worker is killed knowing none of the batch's event ids.
+    system = bulk_system(make_system, workers=1)
+    want = expected(system)
+    mailbox = user_id(system, "user1@contoso.example")
+    graph_fault(system, kind="slow_response", seconds=30, mailbox=mailbox, count=1)
+    run_cli(system, "initial-sync")
+    wait_until(lambda: len(system.graph_state()["events"][mailbox]) >= 20, 60,
+               what="user1's first batch carried out")  # fmt: skip
+    system.kill("worker-0")
+    system.start_worker(0)
+
+    wait_until(lambda: set(projected(system)) >= want, 150, what="the retried sync")
+    counts = projected(system)
+    assert set(counts) == want and set(counts.values()) == {1}, "nothing doubled"
+    assert Queue("exsync", connection=redis_conn).failed_job_registry.count == 0
+
+
+def test_throttled_creates_inside_a_batch_are_retried_as_graph_asks(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system = bulk_system(make_system)
+    want = expected(system)
+    mailbox = user_id(system, "user2@contoso.example")
+    graph_fault(system, kind="throttle", mailbox=mailbox, method="POST", retry_after=2, count=3)
+    before = requests_now(system)
+    started = time.monotonic()
+
+    sync_quietly(system, redis_conn, want)
+
+    counts = projected(system)
+    assert set(counts) == want and set(counts.values()) == {1}, "nothing lost, nothing doubled"
+    after = requests_now(system)
+    assert after["throttled"] - before["throttled"] == 3
+    sent = routes(before, after)
+    assert sent["POST /v1.0/users/<user>/events"] == len(want) + 3, "the three, once more"
+    assert sent["GET /v1.0/users/<user>/events"] == 3, "retried in the batch, not per item"
+    assert time.monotonic() - started >= 2, "the retry waited as Retry-After asked"
+    assert Queue("exsync", connection=redis_conn).failed_job_registry.count == 0

@@ -92,7 +92,7 @@ def sync_staff_mailbox(staff_id: str) -> None:
 
     ctx = context()
     ctx.redis.delete(store.dirty_key("staff_mailbox", staff_id))
-    user_id = _mailbox_of(ctx, ctx.coconut.get_user(int(staff_id)))
+    user_id = mailbox_of(ctx, ctx.coconut.get_user(int(staff_id)))
     if user_id is None or not ctx.syncing:
         return
     if ctx.impersonation:
@@ -140,9 +140,9 @@ def _appointment_round(ctx: WorkerContext, appointment_id: str) -> None:
     wanted: dict[str, EventDraft] = {}
     if is_live(appointment):
         assert appointment is not None
-        draft = appointment_event(appointment, ctx.settings.coconut_app_url, _templates(ctx))
+        draft = appointment_event(appointment, ctx.settings.coconut_app_url, templates(ctx))
         for staff_id in appointment.staff_ids:
-            mailbox = _mailbox_of(ctx, ctx.coconut.get_user(staff_id))
+            mailbox = mailbox_of(ctx, ctx.coconut.get_user(staff_id))
             if mailbox is not None:
                 wanted[mailbox] = draft
     _converge(ctx, "appointment", appointment_id, wanted)
@@ -155,7 +155,7 @@ def _absence_round(ctx: WorkerContext, absence_id: str) -> None:
     wanted: dict[str, EventDraft] = {}
     draft = absence_event(absence) if absence is not None else None
     if absence is not None and draft is not None:
-        mailbox = _mailbox_of(ctx, ctx.coconut.get_user(absence.user_id))
+        mailbox = mailbox_of(ctx, ctx.coconut.get_user(absence.user_id))
         if mailbox is not None:
             wanted[mailbox] = draft
     _converge(ctx, "absence", absence_id, wanted)
@@ -167,9 +167,9 @@ def _converge(ctx: WorkerContext, kind: str, item_id: str, wanted: dict[str, Eve
     current = index.for_item(kind, item_id)
     for mailbox, projection in current.items():
         if mailbox not in wanted:
-            _guarded(ctx, mailbox, lambda p=projection: remove_projection(ctx, index, p))
+            guarded(ctx, mailbox, lambda p=projection: remove_projection(ctx, index, p))
     for mailbox, draft in wanted.items():
-        _guarded(ctx, mailbox, lambda m=mailbox, d=draft: _upsert(ctx, index, kind, item_id, m, d))
+        guarded(ctx, mailbox, lambda m=mailbox, d=draft: _upsert(ctx, index, kind, item_id, m, d))
 
 
 def _upsert(
@@ -189,7 +189,7 @@ def _upsert(
         written = exchange.update(ctx, mailbox, known.event_id, draft)
         if written is not None:
             index.save(_projection(known, written, draft), replaces=known)
-            _clear_problem(ctx, mailbox)
+            clear_problem(ctx, mailbox)
             _written_event(kind, item_id, mailbox, written, "restored" if restoring else "updated")
             return
         log.info("projection.recreated", extra={"kind": kind, "item": item_id, "mailbox": mailbox})
@@ -203,7 +203,7 @@ def _upsert(
     written = exchange.create(ctx, mailbox, draft, mark, tx)
     fresh = Projection(kind, item_id, mailbox, written.event_id, written.change_key, generation)
     index.save(_projection(fresh, written, draft), replaces=pending)
-    _clear_problem(ctx, mailbox)
+    clear_problem(ctx, mailbox)
     _written_event(kind, item_id, mailbox, written, "restored" if restoring else "projected")
 
 
@@ -264,7 +264,7 @@ def _projection(base: Projection, written: exchange.Written, draft: EventDraft) 
 # ---------------------------------------------------------------- staff and their mailboxes
 
 
-def _mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
+def mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
     """The staff member's mailbox when the sync covers them; else a warning says why not."""
     if staff is None:
         return None
@@ -281,7 +281,7 @@ def _mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
     return mailbox.user_id if mailbox is not None else None
 
 
-def _guarded(ctx: WorkerContext, mailbox: str, action) -> None:  # type: ignore[no-untyped-def]
+def guarded(ctx: WorkerContext, mailbox: str, action) -> None:  # type: ignore[no-untyped-def]
     """A mailbox Exchange refuses is that staff member's sync error, not the whole job's."""
     try:
         action()
@@ -293,7 +293,7 @@ def _guarded(ctx: WorkerContext, mailbox: str, action) -> None:  # type: ignore[
         log.warning("mailbox.refused", extra={"mailbox": mailbox})
 
 
-def _clear_problem(ctx: WorkerContext, mailbox: str) -> None:
+def clear_problem(ctx: WorkerContext, mailbox: str) -> None:
     """A write went through: whatever error the mailbox had is over."""
     pipe = ctx.redis.pipeline()
     pipe.hdel(store.mailbox_key(mailbox), "error")
@@ -316,7 +316,7 @@ def _projected_items(ctx: WorkerContext, kind: str) -> set[str]:
     }
 
 
-def _templates(ctx: WorkerContext) -> Templates:
+def templates(ctx: WorkerContext) -> Templates:
     s = ctx.settings
     body = Path(s.event_body_template).read_text() if s.event_body_template else Templates.body
     return Templates(subject=s.event_subject_template or Templates.subject, body=body)

@@ -1,29 +1,33 @@
 """The initial sync after Authorize: everything that already exists is created on the other side.
 
 For every Coconut staff member who takes appointments and has a mailbox, it subscribes to the
-mailbox (app-only mode) and queues the same coalesced jobs the webhooks queue: each upcoming
-appointment and Coconut absence into Outlook, the mailbox's delta round into Coconut busy time.
+mailbox (app-only mode) and queues one `project_staff` job (workers.bulk_projection): the
+staff member's upcoming appointments and Coconut absences go into Outlook in `$batch` calls,
+after one listing of what the mailbox already holds, instead of a job and a look-up per item.
+Then it queues each mailbox's delta round into Coconut busy time. The delta rounds are queued
+after every staff member's bulk job, so a round usually reads the mailbox once our events are
+in it and recognised (their changeKeys stored), instead of meeting them half-written.
+
 Beyond the subscription nothing here writes anywhere itself, so a crash loses nothing (RQ
 retries this job, and a staff member already listed is skipped) and nothing doubles (the jobs
-are idempotent and coalesced per item).
+are idempotent and coalesced per staff member and per mailbox).
 
-Progress is read, not counted (core.progress).
+Progress is read, not counted (core.progress): one entry per item of each staff member, cleared
+by their bulk job, and one for their mailbox's delta round.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import get_current_job
 
-from core import jobs
+from core import jobs, store
 from core.progress import RUN_KEY, items_key, user_key
 from subscriptions import manager
-from workers import directory
-from workers.appointments import SYNC_ABSENCE, SYNC_APPOINTMENT
+from workers import bulk_projection, directory
 from workers.context import context
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,6 @@ def run_initial_sync(connection_name: str = "exchange") -> int:
 def _queue_everything(connection_name: str) -> int:
     ctx = context()
     _start_or_resume(ctx.redis)
-    since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
     covered = directory.staff_mailboxes(ctx)
     ctx.redis.hset(RUN_KEY, "staff", ",".join(str(staff.id) for staff, _ in covered))
     for staff, mailbox in covered:
@@ -52,25 +55,25 @@ def _queue_everything(connection_name: str) -> int:
             continue  # a resumed run: this staff member's items are queued already
         if ctx.impersonation:
             manager.ensure(ctx, mailbox.user_id)  # real-time from now on; delegated mode polls
-        items = [("mailbox", mailbox.user_id, SYNC_MAILBOX)]
-        items += [
-            ("appointment", str(a.id), SYNC_APPOINTMENT)
-            for a in ctx.coconut.appointments(user=staff.id, start_after=since)
+        members = [
+            bulk_projection.progress_member(staff_id, item.kind, item.item_id)
+            for item in bulk_projection.items_of(ctx, staff)
         ]
-        items += [
-            ("absence", str(a.id), SYNC_ABSENCE)
-            for a in ctx.coconut.absences(user=staff.id, source="coconut")
-        ]
-        for kind, item, func in items:
-            jobs.ensure_queued(ctx.queue, func, kind, item)
         pipe = ctx.redis.pipeline()
+        for member in members:
+            pipe.incr(store.dirty_key(*member.split(":", 1)))
+        pipe.incr(store.dirty_key("mailbox", mailbox.user_id))  # pending until its round ran
         pipe.delete(items_key(staff_id))
-        pipe.sadd(items_key(staff_id), *(f"{kind}:{item}" for kind, item, _ in items))
+        pipe.sadd(items_key(staff_id), f"mailbox:{mailbox.user_id}", *members)
         pipe.hset(
             user_key(staff_id),
             mapping={"listed": 1, "address": mailbox.address, "mailbox": mailbox.user_id},
         )
         pipe.execute()
+        jobs.ensure_queued(ctx.queue, bulk_projection.PROJECT_STAFF, bulk_projection.KIND,
+                           staff_id)  # fmt: skip
+    for _, mailbox in covered:
+        jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", mailbox.user_id)
     ctx.redis.hset(RUN_KEY, mapping={"state": "queued", "queued_at": int(time.time())})
     log.info("initial_sync.queued", extra={"connection": connection_name, "staff": len(covered)})
     return len(covered)

@@ -14,9 +14,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, StrictUndefined
+from jinja2 import Environment, StrictUndefined, Template
 
 from core.coconut import Absence, Appointment, Location
 
@@ -86,8 +87,8 @@ def appointment_event(
         "link": f"{app_url}/appointments/{appointment.id}",
         "code": appointment.confirmation_code or "",
     }
-    subject = _text.from_string(templates.subject).render(values)
-    body = _html.from_string(templates.body).render(values)
+    subject = _compiled(False, templates.subject).render(values)
+    body = _compiled(True, templates.body).render(values)
     where = "Video meeting" if _virtual(appointment) else values["location"]
     return EventDraft(
         subject=" ".join(str(subject).split())[:255],
@@ -97,6 +98,13 @@ def appointment_event(
         end=_wall(appointment.end, appointment.timezone),
         time_zone=appointment.timezone,
     )
+
+
+@lru_cache(maxsize=16)
+def _compiled(html: bool, source: str) -> Template:
+    """Compiling a template costs more than rendering it, and an initial sync renders the same
+    two for every appointment."""
+    return (_html if html else _text).from_string(source)
 
 
 def absence_event(absence: Absence) -> EventDraft | None:

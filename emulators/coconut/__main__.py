@@ -41,6 +41,13 @@ from emulators.coconut.store import EVENTS, Settings, Store
     show_default=True,
     help="Seeded staff who take appointments: user1@DOMAIN ... userN@DOMAIN.",
 )
+@click.option(
+    "--bookings-per-staff",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="More one-hour bookings for each seeded staff member (benchmarks).",
+)
 @click.option("--domain", default="contoso.example", show_default=True)
 @click.option("--client-id", default="exsync-demo", show_default=True)
 @click.option("--client-secret", default="coconut-demo-secret", show_default=True)
@@ -69,6 +76,7 @@ def main(
     webhook_secret: str | None,
     retry_scale: float,
     staff: int,
+    bookings_per_staff: int,
     domain: str,
     client_id: str,
     client_secret: str,
@@ -96,7 +104,7 @@ def main(
     )
     store = Store(client_id, client_secret, f"{tenant}.coconutcalendar.com", settings)
     if seed:
-        seed_tenant(store, staff, domain)
+        seed_tenant(store, staff, domain, bookings=bookings_per_staff)
     if webhook_url:
         attrs: dict[str, object] = {"url": webhook_url, "events": list(EVENTS)}
         if webhook_secret:

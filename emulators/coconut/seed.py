@@ -4,7 +4,8 @@ Ids and names are the same on every start; appointment times are relative to tod
 is always "upcoming". The cast covers the sync's edge cases: staff in a different time zone
 from their branch, a virtual branch, an admin who takes no appointments, a staff member with no
 Exchange mailbox, a group appointment, a multi-staff appointment, a cancelled one, and one
-absence made in Coconut.
+absence made in Coconut. `bookings` more one-hour bookings per staff member, eight a day from
+the day after tomorrow, fill calendars for benchmarks without a webhook each.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ CLIENTS = (
 )
 
 
-def seed(store: Store, staff: int, domain: str, now: datetime | None = None) -> None:
+def seed(
+    store: Store, staff: int, domain: str, now: datetime | None = None, bookings: int = 0
+) -> None:
     """Fill an empty store; `now` (aware) anchors the appointments, default the current time."""
     now = now or utcnow()
     with store.lock:
@@ -64,6 +67,7 @@ def seed(store: Store, staff: int, domain: str, now: datetime | None = None) -> 
             for n, (first, last) in enumerate(CLIENTS, start=1)
         ]
         appointments(store, people, services, clients, virtual, now)
+        more_bookings(store, people[:-1], services[0], clients[0], now, bookings)
         if people[:-1]:
             first_staff = people[0][0]
             day = local_day(now, first_staff["timezone"], 1)
@@ -129,6 +133,22 @@ def appointments(
                 record.update(status="cancelled", cancelled_at=utcnow())
                 for attendee in record["attendees"]:
                     attendee["status"] = "cancelled"
+            store.insert("appointments", record)
+
+
+def more_bookings(
+    store: Store, people: list[tuple[Record, Record]], service: Record, client: Record,
+    now: datetime, count: int,
+) -> None:  # fmt: skip
+    for person, branch in people:
+        for n in range(count):
+            start = local_day(now, branch["timezone"], 2 + n // 8).replace(hour=9 + n % 8)
+            record = store.new_appointment(
+                start=start, end=start + timedelta(minutes=service["duration"]),
+                timezone=branch["timezone"], staff_id=person["id"], additional_staff_id=[],
+                location_id=branch["id"], service_id=[service["id"]], notes=None,
+                meeting_method=1, client_ids=[client["id"]],
+            )  # fmt: skip
             store.insert("appointments", record)
 
 

@@ -57,6 +57,13 @@ from emulators.graph.tls import server_context
     show_default=True,
     help="Seeded mailboxes user1@DOMAIN ... userN@DOMAIN, each with a few events.",
 )
+@click.option(
+    "--events-per-user",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="More one-hour busy meetings in each seeded mailbox (benchmarks).",
+)
 @click.option("--domain", default="contoso.example", show_default=True)
 @click.option(
     "--max-concurrency",
@@ -97,8 +104,8 @@ from emulators.graph.tls import server_context
 def main(
     host: str, port: int, ca_file: Path, hostnames: tuple[str, ...],
     http_hosts: tuple[str, ...], tenant: str, client_id: str, client_secret: str,
-    users: int, domain: str, max_concurrency: int, rate_limit: int, rate_window: float,
-    notify_retry_scale: float, token_lifetime: int, latency: float,
+    users: int, events_per_user: int, domain: str, max_concurrency: int, rate_limit: int,
+    rate_window: float, notify_retry_scale: float, token_lifetime: int, latency: float,
 ) -> None:  # fmt: skip
     """Run the Microsoft Graph emulator."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -114,7 +121,7 @@ def main(
     faults = Faults()
     notifier = Notifier(store, faults)
     app = create_app(store, notifier, faults)
-    seed(store, users, domain)
+    seed(store, users, domain, events_per_user)
     context = server_context(ca_file, [host, *hostnames])
     server = make_server(host, port, app, threaded=True, ssl_context=context)
     notifier.start()

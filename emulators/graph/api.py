@@ -67,7 +67,7 @@ def guard() -> None:
     key = (request.view_args or {}).get("user")
     mailbox = _mailbox(key) if key is not None else None
     g.mailbox = mailbox
-    fault = faults().take("throttle", mailbox.id if mailbox else None)
+    fault = faults().take("throttle", mailbox.id if mailbox else None, request.method)
     if fault is not None:
         status = fault.params.get("status", 429)
         with store().lock:

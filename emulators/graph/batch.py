@@ -4,6 +4,10 @@ Each inner request is dispatched through the app itself with the caller's token,
 the same guards, counters and throttling as a direct call: a batch never raises a mailbox's
 concurrency limit. Requests whose dependencies are met run in waves of at most four in
 parallel, as Outlook does. The SDK's snake-case `depends_on` is ignored, as real Graph does.
+The request counters count the batch itself under `POST /v1.0/$batch` and each inner request
+under its own route, and `batched` counts the inner ones: what reached the emulator over HTTP
+is the sum less `batched`, what Exchange's per-mailbox limits count is the sum less the
+batches.
 """
 
 from __future__ import annotations
@@ -102,6 +106,10 @@ def batch() -> Response:
     query.args(set())
     items = _validate(request.get_json(silent=True))
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    store = app.extensions["graph_store"]
+    store.count_request("POST /v1.0/$batch")
+    with store.lock:
+        store.counters["batched"] += len(items)
     auth, host = request.headers.get("Authorization"), request.host_url
     results: dict[str, dict[str, Any]] = {}
     pending = list(items)

@@ -54,9 +54,7 @@ def state() -> Response:
             for uid, evs in store.events.items()
         }
         counters = {
-            "delta_rounds": dict(store.counters["delta_rounds"]),
-            "requests": dict(store.counters["requests"]),
-            "throttled": store.counters["throttled"],
+            **_counters(store),
             "notifications": {**store.counters["notifications"], "pending": pending},
         }
         announcements = {
@@ -77,6 +75,32 @@ def state() -> Response:
         {"users": users, "events": events, "subscriptions": subscriptions, "shares": shares,
          "faults": faults.describe(), "counters": counters, "announcements": announcements}
     )  # fmt: skip
+
+
+def _counters(store: Store) -> dict[str, Any]:
+    return {
+        "delta_rounds": dict(store.counters["delta_rounds"]),
+        "requests": dict(store.counters["requests"]),
+        "batched": store.counters["batched"],
+        "throttled": store.counters["throttled"],
+        "notifications": dict(store.counters["notifications"]),
+    }
+
+
+@bp.get("/summary")
+def summary() -> Response:
+    """The counters and how many events there are, without rendering them: /state renders every
+    event, which at tens of thousands of events takes longer than a benchmark should wait."""
+    store = _store()
+    with store.lock:
+        counters = _counters(store)
+        total = sum(len(evs) for evs in store.events.values())
+        by_property: dict[str, int] = {}
+        for evs in store.events.values():
+            for event in evs.values():
+                for pid, _value in event.ext.values():
+                    by_property[pid] = by_property.get(pid, 0) + 1
+    return jsonify({"counters": counters, "events": total, "by_extended_property": by_property})
 
 
 @bp.post("/faults")

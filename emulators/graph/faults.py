@@ -14,7 +14,8 @@ from typing import Any
 
 # kind -> keys it accepts beyond share/count
 KINDS: dict[str, set[str]] = {
-    "throttle": {"retry_after", "mailbox", "status"},
+    # `method` narrows it to one HTTP method (e.g. the creates inside a $batch, not its reads).
+    "throttle": {"retry_after", "mailbox", "status", "method"},
     "notification_drop": set(),
     "notification_duplicate": set(),
     "notification_delay": {"seconds"},
@@ -80,6 +81,8 @@ def parse(spec: Any) -> Fault:
     _number(spec, "hold_seconds", 0)
     if kind == "throttle" and spec.get("status", 429) not in (429, 503):
         raise FaultSpecError(f"status must be 429 or 503, got {spec.get('status')!r}")
+    if "method" in spec and spec["method"] not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+        raise FaultSpecError(f"method must be an HTTP method in capitals, got {spec['method']!r}")
     if "mailbox" in spec and not isinstance(spec["mailbox"], str):
         raise FaultSpecError(f"mailbox must be a user id, got {spec['mailbox']!r}")
     if kind == "forbidden" and "mailbox" not in spec:
@@ -107,14 +110,19 @@ class Faults:
         with self._lock:
             self.armed.clear()
 
-    def take(self, kind: str, mailbox: str | None = None) -> Fault | None:
-        """The first armed fault of `kind` that applies to `mailbox` and fires now."""
+    def take(
+        self, kind: str, mailbox: str | None = None, method: str | None = None
+    ) -> Fault | None:
+        """The first armed fault of `kind` that applies to `mailbox` (and `method`) and fires
+        now."""
         with self._lock:
             for fault in self.armed:
                 if fault.kind != kind:
                     continue
                 target = fault.params.get("mailbox")
                 if target is not None and target != mailbox:
+                    continue
+                if fault.params.get("method") not in (None, method):
                     continue
                 if fault.fires():
                     return fault

@@ -1,8 +1,10 @@
 """The slice of OData the sync uses: $filter expressions, $select, $expand and Prefer headers.
 
-The $filter grammar covers `and`/`or`/`not`, parentheses, `eq ne gt ge lt le`, string/number/
-boolean/null/datetime literals, slash paths (`start/dateTime`) and lambda `any(x: ...)` over a
-collection (`singleValueExtendedProperties/Any(ep: ep/id eq '…' and ep/value eq '…')`). Anything
+The $filter grammar covers `and`/`or`/`not`, parentheses, `eq ne gt ge lt le`, the string
+functions `startswith(path, '…')` and `contains(path, '…')` (case-insensitive, as Outlook
+compares strings and extended property values), string/number/boolean/null/datetime literals,
+slash paths (`start/dateTime`) and lambda `any(x: ...)` over a collection
+(`singleValueExtendedProperties/Any(ep: ep/id eq '…' and startswith(ep/value, '…'))`). Anything
 else is refused with a 400, as Graph refuses what it does not support.
 """
 
@@ -22,6 +24,10 @@ _TOKEN = re.compile(
     r"(?P<word>[A-Za-z_@$][\w./@$]*))"
 )
 _OPS = {"eq", "ne", "gt", "ge", "lt", "le"}
+_FUNCTIONS = {
+    "startswith": lambda text, part: text.lower().startswith(part.lower()),
+    "contains": lambda text, part: part.lower() in text.lower(),
+}
 Node = Callable[[dict[str, Any]], bool]
 
 
@@ -99,6 +105,8 @@ class _Parser:
             raise FilterError(f"Expected a property, got {path!r}.")
         if (tok := self.peek()) and tok[1] == "(" and path.lower().endswith("/any"):
             return self.lambda_(path[: -len("/any")])
+        if (tok := self.peek()) and tok[1] == "(" and path.lower() in _FUNCTIONS:
+            return self.function(_FUNCTIONS[path.lower()])
         _, op = self.take()
         if op.lower() not in _OPS:
             raise FilterError(f"Unsupported operator {op!r}.")
@@ -119,6 +127,25 @@ class _Parser:
             return any(inner({var.lower(): item}) for item in items)
 
         return any_
+
+    def function(self, test: Callable[[str, str], bool]) -> Node:
+        """`startswith(path, 'text')` or `contains(path, 'text')`: true only for strings."""
+        self.take("(")
+        kind, path = self.take()
+        if kind != "word":
+            raise FilterError(f"Expected a property, got {path!r}.")
+        self.take(",")
+        value = self.literal()
+        self.take(")")
+        if not isinstance(value, str):
+            raise FilterError(f"Expected a string literal, got {value!r}.")
+        getter = _getter(path)
+
+        def node(row: dict[str, Any]) -> bool:
+            found = getter(row)
+            return isinstance(found, str) and test(found, value)
+
+        return node
 
     def literal(self) -> Any:
         kind, text = self.take()

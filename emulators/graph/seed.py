@@ -2,6 +2,8 @@
 
 The mix is what a bank adviser's calendar holds: a single meeting, a private appointment, an
 all-day out-of-office and a weekly recurring series, so every sync path has something to chew.
+`extra` more one-hour busy meetings per mailbox, six a day from tomorrow, make a full calendar
+for benchmarks in no time (made through the API, thousands take minutes).
 """
 
 from __future__ import annotations
@@ -13,13 +15,22 @@ from emulators.graph.store import Store
 ZONES = ["W. Europe Standard Time", "GMT Standard Time", "Eastern Standard Time"]
 
 
-def seed(store: Store, users: int, domain: str) -> None:
+def seed(store: Store, users: int, domain: str, extra: int = 0) -> None:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     for n in range(1, users + 1):
         zone = ZONES[(n - 1) % len(ZONES)]
         user = store.add_user(f"user{n}@{domain}", f"User {n}", zone)
-        for body in _events(today, zone):
+        for body in [*_events(today, zone), *_meetings(today, zone, extra)]:
             store.create_event(user.id, body)
+
+
+def _meetings(today: datetime, zone: str, count: int) -> list[dict[str, object]]:
+    days = [today + timedelta(days=1 + n // 6) for n in range(count)]
+    return [
+        {"subject": f"Meeting {n}", "showAs": "busy", "start": _at(day, 7 + n % 6, zone),
+         "end": _at(day, 8 + n % 6, zone)}
+        for n, day in enumerate(days)
+    ]  # fmt: skip
 
 
 def _at(day: datetime, hour: int, zone: str) -> dict[str, str]:

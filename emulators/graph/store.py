@@ -92,6 +92,7 @@ class Store:
         default_factory=lambda: {
             "delta_rounds": Counter(),
             "requests": Counter(),
+            "batched": 0,  # inner requests of $batch calls (also counted under their routes)
             "throttled": 0,
             "notifications": {"sent": 0, "delivered": 0, "dropped": 0},
         }
