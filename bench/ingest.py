@@ -31,6 +31,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from exsync.cli import ACCESS_LOG_FORMAT  # noqa: E402
 from exsync.processes import Process, wait_until  # noqa: E402
 from webhooks.coconut_signature import sign  # noqa: E402
 
@@ -46,9 +47,12 @@ def free_port() -> int:
 
 
 def gunicorn(name: str, app: str, port: int, env: dict[str, str], tmp: Path) -> Process:
-    """The production configuration of `exsync web`: gthread, 2 workers x 4 threads."""
+    """The production configuration of `exsync web`: gthread, 2 workers x 4 threads, an access
+    line per request."""
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--worker-class", "gthread", "--threads", "4", "--timeout", "30", app]  # fmt: skip
+            "--worker-class", "gthread", "--threads", "4", "--timeout", "30",
+            "--access-logfile", str(tmp / f"{name}-access.log"),
+            "--access-logformat", ACCESS_LOG_FORMAT, app]  # fmt: skip
     proc = Process(name, argv, env, tmp / f"{name}.log").start()
     wait_until(lambda: _answers(port), 30, what=name)
     return proc

@@ -68,6 +68,11 @@ def main() -> None:
     """
 
 
+# The path without its query (the OAuth callback's query carries the authorization code), the
+# status, size and duration, and the request id that ties the line to the app's own lines.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms request_id=%({x-request-id}o)s'
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
@@ -93,6 +98,7 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
             "--timeout", "30",
             "--graceful-timeout", "10",
             "--access-logfile", "-",
+            "--access-logformat", ACCESS_LOG_FORMAT,
             "webhooks.app:create_app()",
         ],
     )  # fmt: skip

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import redis
 
 from core import logs
@@ -102,6 +103,12 @@ def test_a_real_sync_logs_ids_and_never_a_secret_subject_or_customer(
     Outlook(system).create(USER1, subject="Credit committee Q3", start=at(day, 9), end=at(day, 10))
     wait_blocks(system, STAFF1, lambda bs: any(b["title"] == "Credit committee Q3" for b in bs), 60)
 
+    # The OAuth callback's query carries an authorization code; the access line has the path only.
+    callback = httpx.get(f"{system.web_url}/admin/exchange/callback?code=0.AUoA-oauth-code&state=s")
+    assert callback.status_code in (302, 303, 400, 401, 403)
+    access = [line for line in system.processes["web"].log().splitlines() if "callback" in line]
+    assert any(callback.headers["X-Request-Id"] in line for line in access), access
+
     web = json_lines(system.processes["web"].log())
     handled = [e for e in web if e["logger"].startswith("webhooks.")]
     assert handled and all(GENERATED.fullmatch(e.get("request_id", "")) for e in handled)
@@ -130,6 +137,7 @@ def test_a_real_sync_logs_ids_and_never_a_secret_subject_or_customer(
         "appointment subject": projected["subject"],
         "Outlook subject": "Credit committee",
         "a bearer token": "Bearer ey",
+        "an OAuth authorization code": "0.AUoA-oauth-code",
     }
     assert len(client_states) == 3 and busy_blocks(system, STAFF1)
     text = system.logs()
