@@ -37,6 +37,14 @@ def main() -> int:
     parser.add_argument(
         "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="EXSYNC_NAME=VALUE",
+        help="a setting for every process (to compare trade-offs)",
+    )
     args = parser.parse_args()
     conn = redis.Redis.from_url(args.redis_url)
     conn.flushdb()
@@ -44,7 +52,7 @@ def main() -> int:
     system = System(
         Path(tempfile.mkdtemp(prefix="exsync-bench-")), args.redis_url, workers=args.workers,
         graph_args=["--users", str(n)], coconut_args=["--staff", str(n)],
-        settings={"EXSYNC_LOG_LEVEL": "WARNING"},
+        settings={"EXSYNC_LOG_LEVEL": "WARNING", **dict(args.setting)},
     ).start()  # fmt: skip
     try:
         started = time.monotonic()

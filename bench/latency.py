@@ -47,6 +47,14 @@ def main() -> int:
     parser.add_argument(
         "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="EXSYNC_NAME=VALUE",
+        help="a setting for every process (to compare trade-offs)",
+    )
     args = parser.parse_args()
     conn = redis.Redis.from_url(args.redis_url)
     conn.flushdb()
@@ -54,7 +62,8 @@ def main() -> int:
         Path(tempfile.mkdtemp(prefix="exsync-bench-")), args.redis_url, workers=args.workers,
         scheduler=True, graph_args=["--users", str(STAFF)],
         coconut_args=["--staff", str(STAFF), "--rate-limit", "100000"],
-        settings={"EXSYNC_LOG_LEVEL": "WARNING", "EXSYNC_SAFETY_NET_SECONDS": "3600"},
+        settings={"EXSYNC_LOG_LEVEL": "WARNING", "EXSYNC_SAFETY_NET_SECONDS": "3600",
+                  **dict(args.setting)},
     ).start()  # fmt: skip
     try:
         initial = "workers.initial_sync.run_initial_sync"
