@@ -43,3 +43,25 @@ def test_a_worker_busy_when_redis_dies_stays_up_and_finishes_the_work(tmp_path: 
         assert "worker.restarting" in worker.log()
     finally:
         system.stop()
+
+
+def test_a_worker_started_while_redis_is_down_waits_for_it_and_then_works(tmp_path: Path) -> None:
+    # Found by the chaos suite (seed 7, 2,000 steps): a worker that a supervisor started again
+    # while Redis was restarting exited at once, so the run ended one worker short.
+    system = ChaosSystem(tmp_path, "", workers=1, graph_args=["--users", "3"],
+                         settings=QUIET_NETS)  # fmt: skip
+    system.start()
+    try:
+        system.kill("worker-0")
+        system.restart_redis(down_seconds=3, while_down=lambda: system.start_worker(1))
+        worker = system.processes["worker-1"]
+        assert worker.running, worker.log()[-3000:]
+
+        admin = CoconutAdmin(system)
+        start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0).isoformat()
+        booked = admin.book(start, staff_id=1)
+        wait_for_events(system, "user1@contoso.example", f"exsync:appointment:{booked}", 1,
+                        timeout=60)  # fmt: skip
+        assert worker.running and "worker.restarting" in worker.log(), worker.log()[-3000:]
+    finally:
+        system.stop()

@@ -148,23 +148,28 @@ def run_worker(settings: Settings, *, host: str, port: int, burst: bool = False)
     if port:
         start_http_server(port, addr=host)
     while True:
-        worker = ExsyncWorker(
-            [ctx.queue],
-            connection=ctx.redis,
-            worker_ttl=HEARTBEAT_TTL,
-            maintenance_interval=MAINTENANCE_SECONDS,
-            exception_handlers=[publish_failure],
-        )
+        worker = None
         try:
+            # RQ's worker asks Redis about itself as it is made: a worker started (or
+            # restarted by its supervisor) while Redis is down waits for it like any other.
+            worker = ExsyncWorker(
+                [ctx.queue],
+                connection=ctx.redis,
+                worker_ttl=HEARTBEAT_TTL,
+                maintenance_interval=MAINTENANCE_SECONDS,
+                exception_handlers=[publish_failure],
+            )
             worker.work(burst=burst, with_scheduler=True)
         except redis.RedisError as exc:
+            if burst:
+                raise  # a burst that could not finish its queue did not succeed
             # Raised from RQ's own teardown, which needs the Redis that just went away.
             log.warning("worker.redis_lost", extra={"error": type(exc).__name__})
-            if worker.scheduler is not None:
+            if worker is not None and worker.scheduler is not None:
                 worker.stop_scheduler()
         if burst or _stopping.is_set():
             return 0
-        log.warning("worker.restarting", extra={"worker": worker.name})
+        log.warning("worker.restarting", extra={"worker": worker.name if worker else None})
         if not _await_redis(ctx.redis):
             return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -85,9 +86,14 @@ class ChaosSystem(System):
             return False
 
     # -- faults that need a process ---------------------------------------------------------
-    def restart_redis(self, down_seconds: float) -> None:
-        """SIGKILL Redis (no clean shutdown), leave it down a moment, start it on its AOF."""
+    def restart_redis(
+        self, down_seconds: float, while_down: Callable[[], object] | None = None
+    ) -> None:
+        """SIGKILL Redis (no clean shutdown), leave it down a moment (doing `while_down`),
+        start it on its AOF."""
         self.kill("redis")
+        if while_down is not None:
+            while_down()
         time.sleep(down_seconds)
         old = self.processes["redis"]
         self.processes["redis"] = Process("redis", old.argv, self.env, old.log_path).start()
