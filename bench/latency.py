@@ -61,7 +61,8 @@ def main() -> int:
     system = System(
         Path(tempfile.mkdtemp(prefix="exsync-bench-")), args.redis_url, workers=args.workers,
         scheduler=True, graph_args=["--users", str(STAFF)],
-        coconut_args=["--staff", str(STAFF), "--rate-limit", "100000"],
+        coconut_args=["--staff", str(STAFF), "--rate-limit", "100000",
+                      "--bookings-per-staff", "30"],  # enough jobs for the throughput bursts
         settings={"EXSYNC_LOG_LEVEL": "WARNING", "EXSYNC_SAFETY_NET_SECONDS": "3600",
                   **dict(args.setting)},
     ).start()  # fmt: skip
