@@ -32,6 +32,7 @@ from rq import Queue
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.settings_option import add_setting_option  # noqa: E402
 from core import jobs  # noqa: E402
 from tests.harness import System, wait_until  # noqa: E402
 from tests.sync_support import CoconutAdmin, Outlook, at  # noqa: E402
@@ -47,14 +48,7 @@ def main() -> int:
     parser.add_argument(
         "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
     )
-    parser.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        type=lambda kv: tuple(kv.split("=", 1)),
-        metavar="EXSYNC_NAME=VALUE",
-        help="a setting for every process (to compare trade-offs)",
-    )
+    add_setting_option(parser)
     args = parser.parse_args()
     conn = redis.Redis.from_url(args.redis_url)
     conn.flushdb()

@@ -25,6 +25,21 @@ def readyz(system: System) -> httpx.Response:
     return httpx.get(f"{system.web_url}/readyz", timeout=30)
 
 
+def connect(
+    system: System, conn: redis.Redis, *, impersonation: bool, secret: str,
+    refresh_token: str = "refresh-token",  # noqa: S107 (the emulator's, not a secret)
+) -> None:  # fmt: skip
+    """Store an admin's authorized connection to the system's Graph emulator, as Authorize does."""
+    box = SecretBox(SECRET_KEY)
+    config = Connection(
+        tenant_id=TENANT, graph_url=f"{system.graph_base}/v1.0", authority=system.graph_base,
+        client_id="exsync-demo-app", impersonation=impersonation,
+        service_account="sync@contoso.example",
+    )  # fmt: skip
+    connection.save_configuration(conn, box, config, secret)
+    connection.mark_connected(conn, box, refresh_token, "sync@contoso.example")
+
+
 def test_healthz_and_readyz_answer_without_any_graph_configuration(redis_url: str) -> None:
     client = create_app(load_settings(redis_url=redis_url, **NO_GRAPH)).test_client()
     assert client.get("/healthz").get_json() == {"status": "ok"}
@@ -88,13 +103,7 @@ def test_the_admins_authorized_connection_is_checked_and_rechecked_when_it_chang
     redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
 ) -> None:
     system = make_system(workers=0)
-    box = SecretBox(SECRET_KEY)
-    config = Connection(
-        tenant_id=TENANT, graph_url=f"{system.graph_base}/v1.0", authority=system.graph_base,
-        client_id="exsync-demo-app", impersonation=True, service_account="sync@contoso.example",
-    )  # fmt: skip
-    connection.save_configuration(redis_conn, box, config, WRONG_SECRET)
-    connection.mark_connected(redis_conn, box, "refresh-token", "sync@contoso.example")
+    connect(system, redis_conn, impersonation=True, secret=WRONG_SECRET)
     assert connection.load(redis_conn).status == Status.CONNECTED
 
     refused = readyz(system)
@@ -103,8 +112,7 @@ def test_the_admins_authorized_connection_is_checked_and_rechecked_when_it_chang
     assert "client secret is wrong" in refused.json()["reason"]
     assert WRONG_SECRET not in refused.text
 
-    connection.save_configuration(redis_conn, box, config, "exsync-demo-secret")
-    connection.mark_connected(redis_conn, box, "refresh-token", "sync@contoso.example")
+    connect(system, redis_conn, impersonation=True, secret="exsync-demo-secret")
     ready = readyz(system)  # a changed connection is checked at once, not after the cache
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["graph_token"] == {"status": "ok", "source": "connection"}
@@ -115,15 +123,8 @@ def test_a_delegated_connection_whose_refresh_token_died_asks_to_authorize_again
     redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
 ) -> None:
     system = make_system(workers=0)
-    box = SecretBox(SECRET_KEY)
-    config = Connection(
-        tenant_id=TENANT, graph_url=f"{system.graph_base}/v1.0", authority=system.graph_base,
-        client_id="exsync-demo-app", impersonation=False, service_account="sync@contoso.example",
-    )  # fmt: skip
-    connection.save_configuration(redis_conn, box, config, "exsync-demo-secret")
-    connection.mark_connected(
-        redis_conn, box, "a-refresh-token-Graph-never-issued", "sync@contoso.example"
-    )
+    connect(system, redis_conn, impersonation=False, secret="exsync-demo-secret",
+            refresh_token="a-refresh-token-Graph-never-issued")  # fmt: skip
 
     refused = readyz(system)
     assert refused.status_code == 503, refused.text
