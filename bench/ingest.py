@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,17 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 from exsync.cli import ACCESS_LOG_FORMAT  # noqa: E402
 from exsync.processes import Process, wait_until  # noqa: E402
+from tests.harness import free_port  # noqa: E402
 from webhooks.coconut_signature import sign  # noqa: E402
 
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
 TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"
 MAILBOXES = 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def gunicorn(name: str, app: str, port: int, env: dict[str, str], tmp: Path) -> Process:
