@@ -50,12 +50,14 @@ def test_holds_release_removes_the_held_busy_blocks_from_coconut(  # type: ignor
     system = make_system(graph_args=["--users", "3"])
     assert run(system.env, "initial-sync").returncode == 0
     mailbox = user_id(system, "user1@contoso.example")
-    blocks = wait_until(
-        lambda: redis_conn.hkeys(store.block_key(mailbox)), 60, what="user1's busy blocks"
-    )
+
+    def made() -> list[tuple[str, dict]]:
+        # A block is recorded (absence_id 0) before Coconut makes it: wait for a made one.
+        blocks = redis_conn.hgetall(store.block_key(mailbox)).items()
+        return [(e.decode(), b) for e, raw in blocks if (b := json.loads(raw))["absence_id"]]
+
+    held_event, absence = wait_until(made, 60, what="user1's busy blocks")[0]
     staff_id = int(redis_conn.hget(store.mailbox_key(mailbox), "staff_id") or 0)
-    held_event = blocks[0].decode()
-    absence = json.loads(redis_conn.hget(store.block_key(mailbox), held_event) or "{}")
     assert absence["absence_id"] in {a["id"] for a in busy_blocks(system, staff_id)}
     hold(redis_conn, mailbox, held_event)
 
