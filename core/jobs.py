@@ -12,6 +12,12 @@ cost one or two runs, not a thousand. The protocol (DESIGN.md, "Coalescing"):
 The flag is a counter, not a boolean, and it is cleared only after a round completed: a worker
 killed mid-round leaves it set, so the retried job still does the work.
 
+Coconut says which version of an item a webhook announces, and sends two webhooks for one
+reschedule (`rescheduled` and `updated`). The receiver keeps the newest version announced since
+the round began (a hint that names none counts as newer than anything), and a round that read
+at least that version may clear the flag although it moved: the hints that moved it announced
+what the round already read, so one more round would read nothing new.
+
 For the items people wait on (a mailbox, an appointment, an absence) the receiver also notes
 when the oldest unread change was noticed; the round that reads it hands that time on to its
 end, where it becomes the sync lag (core.metrics.SYNC_LAG, and per mailbox the lag gauge).
@@ -25,13 +31,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 from redis.lock import Lock
-from rq import Queue, Retry
+from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -48,6 +55,8 @@ RETRY_INTERVALS = [0, 5, 15, 60, 300]
 # Items whose lag is measured, and the direction their changes travel.
 LAG_DIRECTIONS = {"mailbox": "to_coconut", "appointment": "to_exchange", "absence": "to_exchange"}
 NOTICED_TTL = 7 * 86_400
+# Items whose hints may name the version they announce, and whose rounds return the version read.
+VERSIONED_KINDS = frozenset({"appointment", "absence"})
 
 
 def job_id(kind: str, item: str, suffix: str = "") -> str:
@@ -76,12 +85,16 @@ def ensure_queued(
     retries: int | None = None,
     timeout: int | None = None,
     also: Callable[[redis.client.Pipeline], object] | None = None,
+    version: int | None = None,
+    changes: int = 1,
 ) -> str:
     """Mark the item dirty and make sure a job will read it after now. Returns the job id used.
 
-    `func` is a dotted path so that the web process never imports the workers (and with them the
-    Graph and Coconut clients). `also` adds commands to the first round trip. Raises
-    redis.ConnectionError when Redis is down.
+        `func` is a dotted path so that the web process never imports the workers (and with them the
+        Graph and Coconut clients). `also` adds commands to the first round trip. `version`: the
+        item's version the hint announces, when its source says (VERSIONED_KINDS only). `changes`:
+    how many changes the hint stands for (the flag counts them; a burst is many). Raises
+        redis.ConnectionError when Redis is down.
     """
     retries = JobPolicy.retries if retries is None else retries
     timeout = max(JobPolicy.timeout, timeout or 0)
@@ -94,7 +107,10 @@ def ensure_queued(
         also(pipe)  # the caller's own bookkeeping rides along in the same round trip
     if kind in LAG_DIRECTIONS:
         pipe.set(store.noticed_key(kind, item), time.time(), nx=True, ex=NOTICED_TTL)
-    pipe.incr(store.dirty_key(kind, item))
+    if kind in VERSIONED_KINDS:  # before the flag moves: a round that sees the move sees this
+        announced = float("inf") if version is None else float(version)
+        pipe.zadd(store.announced_key(kind), {item: announced}, gt=True)
+    pipe.incr(store.dirty_key(kind, item), changes)
     pipe.hget(Job.key_for(first), "status")
     status = pipe.execute()[-1]
     if status is not None and status.decode() in PENDING_STATES:
@@ -226,14 +242,43 @@ class LockBusy(Exception):
     """Another worker held the item's lock for longer than a job may wait; RQ retries the job."""
 
 
-_clear_unless_changed_script = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+_begin_script = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('GET', KEYS[1])
 """
 
 
-def _clear_unless_changed(keys: list[str], args: list[bytes], client: redis.Redis) -> None:
-    client.eval(_clear_unless_changed_script, len(keys), *keys, *args)
+def _begin_round(conn: redis.Redis, kind: str, item: str) -> bytes | None:
+    """The flag's value as the round begins. A versioned item's announced version starts
+    afresh: every hint so far told of a change this round is about to read."""
+    if kind not in VERSIONED_KINDS:
+        return conn.get(store.dirty_key(kind, item))  # type: ignore[return-value]
+    keys = [store.dirty_key(kind, item), store.announced_key(kind)]
+    return conn.eval(_begin_script, len(keys), *keys, item)  # type: ignore[return-value]
+
+
+_clear_script = """
+local now = redis.call('GET', KEYS[1])
+local covered = now == ARGV[1]
+if not covered and ARGV[2] ~= '' then
+    local announced = redis.call('ZSCORE', KEYS[2], ARGV[3])
+    covered = announced and announced ~= 'inf' and tonumber(announced) <= tonumber(ARGV[2])
+end
+if not covered then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+def _clear(
+    conn: redis.Redis, kind: str, item: str, seen: bytes | None, read_version: int | None
+) -> bool:
+    """Clear the flag if no hint came since `seen`, or every hint announced at most the version
+    the round read. The announced version goes with the flag: it only speaks of its hints."""
+    keys = [store.dirty_key(kind, item), store.announced_key(kind)]
+    version = "" if read_version is None else str(read_version)
+    return bool(conn.eval(_clear_script, len(keys), *keys, seen or b"", version, item))
 
 
 def run_coalesced(
@@ -247,36 +292,107 @@ def run_coalesced(
     """Run `round_` under the item's lock until no change arrived during the last round.
 
     A change that lands during a round bumps the flag, so clearing it fails and earns one more
-    round. With `settle`, a round that starts amid a burst (the flag counts more than one
-    change, or changes arrived during the previous round) first waits until the flag stopped
-    moving for that long (at most SETTLE_LIMIT seconds): Graph delivers a burst over a second
-    or two, and reading in the middle of it would only earn the next round. A lone change is
-    read at once. Returns how many rounds ran.
+    round, unless the round of a VERSIONED_KINDS item returned a version at least as new as every
+    hint announced. With `settle`, a round that finds BURST_CHANGES or more changes since the
+    last read (the flag counts changes) first waits, `settle` seconds at a time, while changes
+    keep arriving faster than BURST_GOING an interval (at most SETTLE_LIMIT seconds): Graph
+    delivers a burst over a second or two, and reading in the middle of it would only earn the
+    next round. A trickle of changes, however steady, is read at once, so the wait never holds a
+    worker that other items' changes need. Returns how many rounds ran.
     """
     dirty = store.dirty_key(kind, item)
+    lock = _coalesced_lock(conn, kind, item)
+    if lock is None:
+        return 0
     rounds = 0
-    with item_lock(conn, kind, item) as lock:
-        while rounds < MAX_ROUNDS:
-            seen = conn.get(dirty)
+    last_read = 0  # the flag's value when the previous round began to read
+    done = threading.Event()
+    keeper = threading.Thread(target=_keep, args=(lock, done), daemon=True)
+    keeper.start()
+    released = False
+    try:
+        while rounds < MAX_ROUNDS and not released:
+            seen = _begin_round(conn, kind, item)
             if seen is None:
-                break
-            recent = store.key("recent", kind, item)
-            if settle and (rounds or int(seen) > 1 or conn.exists(recent)):
-                # Several changes, or a round moments ago (a follow-up job amid the same
-                # burst): let the burst finish first. A lone change is read at once.
-                seen = _settled(conn, dirty, settle)
+                released = _release_if_clean(conn, lock, dirty)
+                continue
+            if settle and int(seen) - last_read >= BURST_CHANGES:
+                seen = _settled(conn, dirty, seen, settle)
+            last_read = int(seen)
             rounds += 1
             noticed = _take_noticed(conn, kind, item)
-            round_(lock)
-            _clear_unless_changed(keys=[dirty], args=[seen], client=conn)
+            read = round_(lock)
+            version = read if kind in VERSIONED_KINDS and isinstance(read, int) else None
+            _clear(conn, kind, item, seen, version)
             if noticed is not None:
                 conn.delete(store.reading_key(kind, item))
                 SYNC_LAG.labels(direction=LAG_DIRECTIONS[kind]).observe(time.time() - noticed)
-            if settle:
-                conn.set(recent, 1, px=int(BURST_WINDOW * 1000))
-        if rounds == MAX_ROUNDS and conn.exists(dirty):
-            log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
+    finally:
+        done.set()
+        keeper.join()
+        if not released:
+            _release(lock, kind, item)
+    if not released:  # MAX_ROUNDS and still dirty: let the queue's other items go first
+        log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
+        job = get_current_job(conn)
+        if job is not None:
+            ensure_queued(Queue(job.origin, connection=conn), job.func_name, kind, item)
     return rounds
+
+
+COALESCED = "coalesced:"  # the item lock's token while run_coalesced holds it
+
+
+def _coalesced_lock(conn: redis.Redis, kind: str, item: str) -> Lock | None:
+    """The item's lock; None when a live coalesced run holds it. That run reads the flag
+    again before it lets go (_release_if_clean), so a job that finds it busy has nothing to
+    wait for: waiting would only hold a worker that other items need. A holder that stopped
+    renewing may be dead, and its job's retry is the one that must wait, so this one waits
+    too; so does a job that finds another kind of holder (core.jobs.item_locks)."""
+    name = store.lock_key(kind, item)
+    lock = conn.lock(name, timeout=LOCK_SECONDS, thread_local=False)
+    token = f"{COALESCED}{uuid.uuid4().hex}"
+    deadline = time.monotonic() + LOCK_SECONDS * 3
+    while True:
+        if lock.acquire(blocking=False, token=token):
+            return lock
+        pipe = conn.pipeline(transaction=False)
+        pipe.get(name)
+        pipe.pttl(name)
+        holder, ttl = pipe.execute()
+        if holder is not None and holder.startswith(COALESCED.encode()) and ttl > LIVE_TTL_MS:
+            return None
+        if time.monotonic() > deadline:
+            raise LockBusy(f"{kind} {item} is locked by another worker")
+        time.sleep(0.05)
+
+
+# A holder renews its lock to LOCK_SECONDS every third of it: one whose lock has less left
+# than this has missed a renewal.
+LIVE_TTL_MS = LOCK_SECONDS * 1000 // 2
+
+_release_if_clean_script = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return -1
+"""
+
+
+def _release_if_clean(conn: redis.Redis, lock: Lock, dirty: str) -> bool:
+    """Let go of the item unless a change came after the last round, in one step: a job that
+    found the lock busy and left counts on this."""
+    token = lock.local.token
+    outcome = conn.eval(_release_if_clean_script, 2, lock.name, dirty, token)
+    if outcome == -1:
+        log.warning("lock.lost", extra={"lock": lock.name})
+    return outcome != 0
+
+
+def _release(lock: Lock, kind: str, item: str) -> None:
+    try:
+        lock.release()
+    except redis.exceptions.LockError:
+        log.warning("lock.lost", extra={"kind": kind, "item": item})
 
 
 _take_noticed_script = """
@@ -303,17 +419,18 @@ def _take_noticed(conn: redis.Redis, kind: str, item: str) -> float | None:
 
 
 SETTLE_LIMIT = 10.0
-BURST_WINDOW = 1.0  # a change within this long after a round belongs to the same burst
+BURST_CHANGES = 10  # changes since the last read that make a round wait for the rest
+BURST_GOING = 2  # changes within one settle interval that say the burst is still arriving
 
 
-def _settled(conn: redis.Redis, dirty: str, settle: float) -> bytes | None:
-    """The flag's value once it has not changed for `settle` seconds (or SETTLE_LIMIT passed)."""
+def _settled(conn: redis.Redis, dirty: str, seen: bytes, settle: float) -> bytes:
+    """The flag's value once fewer than BURST_GOING changes came in `settle` seconds (or
+    SETTLE_LIMIT passed). Only this job clears the flag while it holds the item's lock."""
     deadline = time.monotonic() + SETTLE_LIMIT
-    seen = conn.get(dirty)
-    while seen is not None and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         time.sleep(settle)
         now = conn.get(dirty)
-        if now == seen:
-            break
+        if now is None or int(now) - int(seen) < BURST_GOING:
+            return now or seen
         seen = now
     return seen

@@ -47,6 +47,17 @@ def dirty_key(kind: str, item: str) -> str:
     return key("dirty", kind, item)
 
 
+def staff_epoch_key() -> str:
+    """Moves whenever a staff round begins: workers' copies of staff members read before it
+    are stale (workers.context.WorkerContext.staff)."""
+    return key("staff_epoch")
+
+
+def announced_key(kind: str) -> str:
+    """A sorted set: per dirty item, the newest version its hints announced (core.jobs)."""
+    return key("announced", kind)
+
+
 def noticed_key(kind: str, item: str) -> str:
     return key("noticed", kind, item)
 

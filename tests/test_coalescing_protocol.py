@@ -98,3 +98,87 @@ def test_every_change_is_read_by_a_round_that_started_after_it(
     assert not FailedJobRegistry(queue=queue).get_job_ids()
     # Coalescing: never more rounds than changes plus the rounds that had to be redone.
     assert len(script.rounds) <= script.changes + len(dies)
+
+
+# ------------------------------------------------- hints that say which version they announce
+
+
+@dataclass
+class VersionedScript:
+    """An appointment whose webhooks name its version: each change makes a new version and
+    its hint; `echoes` re-announce, during a round, the version that round read (Coconut's
+    second webhook of a reschedule, or a retried delivery); `blind` hints name no version."""
+
+    conn: redis.Redis
+    queue: Queue
+    item: str
+    during: list[int]
+    echoes: list[int]
+    blind: list[int]
+    version: int = 0
+    rounds: list[int] = field(default_factory=list)  # the version each round read
+
+    def change(self, announce: bool = True) -> None:
+        self.version += 1
+        self.hint(self.version if announce else None)
+
+    def hint(self, version: int | None) -> None:
+        jobs.ensure_queued(self.queue, VERSIONED_FUNC, "appointment", self.item, version=version)
+
+    def round(self) -> int:
+        read, number = self.version, len(self.rounds)
+        self.rounds.append(read)
+        for _ in range(_at(self.echoes, number)):
+            self.hint(read)
+        for _ in range(_at(self.during, number)):
+            self.change()
+        for _ in range(_at(self.blind, number)):
+            self.change(announce=False)
+        return read
+
+
+def _at(values: list[int], index: int) -> int:
+    return values[index] if index < len(values) else 0
+
+
+VERSIONED: VersionedScript | None = None
+VERSIONED_FUNC = "tests.test_coalescing_protocol.versioned_probe"
+
+
+def versioned_probe(item: str) -> int:
+    assert VERSIONED is not None and VERSIONED.item == item
+    return jobs.run_coalesced(VERSIONED.conn, "appointment", item, lambda _: VERSIONED.round())
+
+
+def _drain(queue: Queue) -> None:
+    worker = SimpleWorker([queue], connection=queue.connection)
+    for _ in range(20):
+        worker.work(burst=True)
+        if not queue.count:
+            return
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    before=st.integers(1, 3),
+    during=st.lists(st.integers(0, 2), max_size=4),
+    echoes=st.lists(st.integers(0, 3), max_size=4),
+    blind=st.lists(st.integers(0, 1), max_size=4),
+)
+def test_a_hint_of_a_version_already_read_costs_no_round(
+    queue: Queue, before: int, during: list[int], echoes: list[int], blind: list[int]
+) -> None:
+    global VERSIONED
+    script = VersionedScript(queue.connection, queue, uuid.uuid4().hex, during, echoes, blind)
+    VERSIONED = script
+    for _ in range(before):
+        script.change()
+    _drain(queue)
+
+    assert script.rounds and script.rounds[-1] == script.version, script.rounds
+    assert not queue.connection.exists(store.dirty_key("appointment", script.item))
+    assert queue.connection.zscore(store.announced_key("appointment"), script.item) is None
+    # Only new versions earn a round: the echoes, however many, never do.
+    with_news = sum(1 for n, _ in enumerate(script.rounds) if _at(during, n) + _at(blind, n))
+    assert len(script.rounds) == 1 + with_news, script.rounds

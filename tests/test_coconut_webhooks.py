@@ -27,6 +27,7 @@ from referencing.jsonschema import DRAFT202012
 from rq import Queue
 from werkzeug.serving import make_server
 
+from core import store
 from core.settings import load_settings
 from tests.harness import (
     COCONUT_CLIENT_ID,
@@ -37,7 +38,7 @@ from tests.harness import (
     wait_until,
 )
 from webhooks.app import create_app as create_service_app
-from webhooks.coconut_signature import SignatureError, verify
+from webhooks.coconut_signature import SignatureError, sign, verify
 
 SPEC_PATH = Path(__file__).parent.parent / "core" / "coconut_openapi.yaml"
 API = "/api/v2/b2b"
@@ -417,3 +418,33 @@ def test_the_services_receiver_accepts_the_emulators_deliveries_once(
         assert wait_until(answered, 10, what="both copies answered") in ([200, 202], [202, 202])
     queued = Queue("coconut", connection=redis_conn)
     assert len(queued) == 1
+
+
+def test_the_receiver_keeps_the_newest_version_its_deliveries_announce(
+    service_receiver: str, redis_conn: Any
+) -> None:
+    """What lets a round that already read version 7 skip the round a late copy of version 5,
+    or the second webhook of a reschedule, would cost (core.jobs). A delivery that names no
+    version, or an odd one, counts as newer than any read, and is still accepted."""
+    announced = store.announced_key("appointment")
+
+    def deliver(n: int, attributes: dict[str, Any]) -> float | None:
+        data = {"type": "appointments", "id": "41", "attributes": attributes}
+        payload = {"type": "appointment.updated", "data": data}
+        body = json.dumps(payload).encode()
+        stamp = int(time.time())
+        answer = httpx.post(service_receiver, content=body, headers={
+            "Content-Type": "application/json", "X-Coconut-Timestamp": str(stamp),
+            "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, body),
+            "X-Coconut-Delivery-Id": f"version-{n}",
+        })  # fmt: skip
+        assert answer.status_code == 202, answer.text
+        return redis_conn.zscore(announced, "41")
+
+    assert deliver(1, {"version": 7}) == 7
+    assert deliver(2, {"version": 5}) == 7  # a late copy of an older state
+    assert deliver(3, {"version": 9}) == 9
+    redis_conn.zrem(announced, "41")
+    assert deliver(4, {"version": "9"}) == float("inf")
+    redis_conn.zrem(announced, "41")
+    assert deliver(5, {}) == float("inf")

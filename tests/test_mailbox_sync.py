@@ -8,6 +8,7 @@ starts with a meeting, a private doctor's visit, an all-day conference and a wee
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -242,6 +243,44 @@ def test_a_burst_of_1000_notifications_costs_at_most_3_delta_rounds(
     rounds = system.graph_state()["counters"]["delta_rounds"][uid] - before
     print(f"1000 notifications -> {rounds} delta round(s)")
     assert 1 <= rounds <= 3, rounds
+
+
+def test_a_notification_of_a_state_we_already_hold_starts_no_round(
+    system: System, redis_conn: redis.Redis
+) -> None:
+    """Outlook's `updated` after `created`, or the echo of an event we wrote, names a changeKey
+    we already hold (core.echoes): it is heard, and costs no delta round. A new changeKey, or
+    a deletion, is news."""
+    uid = mailbox_id(system, USER1)
+    sub_id, client_state = our_subscription(redis_conn, uid)
+    wait_until(lambda: Queue("exsync", connection=redis_conn).count == 0, 30, what="quiet")
+    (events,) = [evs for mailbox, evs in system.graph_state()["events"].items() if mailbox == uid]
+    blocks = {
+        k.decode(): json.loads(v) for k, v in redis_conn.hgetall(f"exsync:block:{uid}").items()
+    }
+    event = next(e for e in events if e["id"] in blocks and e["type"] == "singleInstance")
+    assert blocks[event["id"]]["version"] == event["changeKey"]  # what the block was made from
+
+    def notification(change: str, change_key: str) -> dict[str, Any]:
+        resource = f"Users/{uid}/Events/{event['id']}"
+        data = {"@odata.type": "#Microsoft.Graph.Event", "@odata.id": resource,
+                "@odata.etag": f'W/"{change_key}"', "id": event["id"]}  # fmt: skip
+        return {"subscriptionId": sub_id, "clientState": client_state, "changeType": change,
+                "resource": resource, "resourceData": data, "tenantId": TENANT}  # fmt: skip
+
+    dirty = f"exsync:dirty:mailbox:{uid}"
+    redis_conn.delete(dirty)
+    redis_conn.hdel(f"exsync:mailbox:{uid}", "last_notification_at")
+    echo = notify(system, [notification("updated", event["changeKey"])] * 3)
+    assert echo.status_code == 202, echo.text
+    assert not redis_conn.exists(dirty) and Queue("exsync", connection=redis_conn).count == 0
+    assert redis_conn.hget(f"exsync:mailbox:{uid}", "last_notification_at")  # heard from
+
+    for news in (notification("updated", "a-newer-change-key"),
+                 notification("deleted", event["changeKey"])):  # fmt: skip
+        redis_conn.delete(dirty)
+        assert notify(system, [news]).status_code == 202
+        assert redis_conn.get(dirty) == b"1", news["changeType"]
 
 
 def test_refused_notifications_enqueue_nothing(system: System, redis_conn: redis.Redis) -> None:

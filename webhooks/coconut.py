@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -77,7 +78,7 @@ def receive() -> tuple[Response, int]:
         reason = f"Content-Type must be application/json, got {request.mimetype or 'none'!r}"
         return jsonify(error="Unsupported Media Type", reason=reason), 415
     try:
-        event, target, item = _parse(body)
+        event, target, item, version = _parse(body)
     except BadDelivery as exc:
         NOTIFICATIONS.labels(source="coconut", outcome="bad body").inc()
         log.info("coconut.refused.body", extra={"reason": str(exc)})
@@ -94,14 +95,15 @@ def receive() -> tuple[Response, int]:
         NOTIFICATIONS.labels(source="coconut", outcome="duplicate").inc()
         log.info("coconut.duplicate", extra={"delivery_id": delivery_id})
         return jsonify(status="duplicate", delivery_id=delivery_id), 200
-    job = jobs.ensure_queued(services.queue, target.func, target.kind, item)
+    job = jobs.ensure_queued(services.queue, target.func, target.kind, item, version=version)
     store.remember_delivery(services.redis, "coconut", delivery_id)
     NOTIFICATIONS.labels(source="coconut", outcome="accepted").inc()
     log.info("coconut.accepted", extra={"coconut_event": event, "item": item, "job_id": job})
     return jsonify(status="accepted", job_id=job), 202
 
 
-def _parse(body: bytes) -> tuple[str, Target | None, str]:
+def _parse(body: bytes) -> tuple[str, Target | None, str, int | None]:
+    """(event type, what to queue, item id, the item version the delivery announces)."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -113,7 +115,7 @@ def _parse(body: bytes) -> tuple[str, Target | None, str]:
         raise BadDelivery(f"unknown event type, got {str(event)[:60]!r}")
     target = DISPATCH[event]
     if target is None:
-        return event, None, ""
+        return event, None, "", None
     data = payload.get("data")
     if not isinstance(data, dict):
         raise BadDelivery("data must be an object")
@@ -125,4 +127,13 @@ def _parse(body: bytes) -> tuple[str, Target | None, str]:
     # ASCII digits: str.isdigit() also takes other scripts' digits, which RQ job ids refuse.
     if not isinstance(item, str) or not _NUMERIC_ID.fullmatch(item):
         raise BadDelivery(f"data.id must be a numeric id, got {str(item)[:30]!r}")
-    return event, target, item
+    return event, target, item, _version(data)
+
+
+def _version(data: dict[str, Any]) -> int | None:
+    """The announced version is a hint on a hint: one that is missing or odd only costs the
+    round it could have saved, so it never refuses the delivery."""
+    attributes = data.get("attributes")
+    version = attributes.get("version") if isinstance(attributes, dict) else None
+    is_count = isinstance(version, int) and not isinstance(version, bool) and version >= 0
+    return version if is_count else None

@@ -20,12 +20,13 @@ import hmac
 import json
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from core import jobs, store
+from core import echoes, jobs, store
 from core.metrics import NOTIFICATIONS
 
 log = logging.getLogger(__name__)
@@ -67,28 +68,26 @@ def notifications() -> tuple[Response, int] | Response:
     items = _items()
     if isinstance(items, tuple):
         return items
-    mailboxes = set()
-    accepted = 0
+    verified: list[tuple[str, tuple[str, str] | None]] = []
     refused: list[InvalidItem] = []
     for item in items:
         try:
-            mailboxes.add(_verified_mailbox(services, item))
-            accepted += 1
+            verified.append((_verified_mailbox(services, item), echoes.announced(item)))
         except InvalidItem as exc:
             refused.append(exc)
             NOTIFICATIONS.labels(source="graph", outcome=str(exc)).inc()
             log.info("graph.item_refused", extra={"reason": str(exc)})
-    if not accepted:
+    if not verified:
         return _refusal(refused)
-    # Graph batches several changes per POST; one job per mailbox covers them all.
-    now = int(time.time())
-    for mailbox in sorted(mailboxes):
-        jobs.ensure_queued(
-            services.queue, SYNC_MAILBOX, "mailbox", mailbox,
-            also=lambda pipe, m=mailbox: pipe.hset(
-                store.mailbox_key(m), "last_notification_at", now
-            ),
-        )  # fmt: skip
+    mailboxes = _news(services.redis, verified)
+    # Graph batches several changes per POST; one job per mailbox covers them all, and the
+    # flag counts them (the job waits out a burst: core.jobs.run_coalesced).
+    for mailbox, changes in sorted(mailboxes.items()):
+        jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox, changes=changes)
+    accepted = len(verified)
+    if echoed := accepted - sum(mailboxes.values()):
+        NOTIFICATIONS.labels(source="graph", outcome="echo").inc(echoed)
+        accepted -= echoed
     NOTIFICATIONS.labels(source="graph", outcome="accepted").inc(accepted)
     # DEBUG: one line per POST at thousands a second would drown the log (the access log has them).
     log.debug("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
@@ -127,6 +126,24 @@ def lifecycle() -> tuple[Response, int] | Response:
         log.info("graph.lifecycle", extra={"lifecycle_event": event, "mailbox": mailbox})
         queued += 1
     return jsonify(status="accepted", queued=queued), 202
+
+
+def _news(conn: redis.Redis, verified: list[tuple[str, tuple[str, str] | None]]) -> Counter[str]:
+    """Per mailbox, how many of its notifications announce a state we do not hold yet. Echoes
+    count as heard from (subscriptions.scheduler watches for silent mailboxes)."""
+    now = int(time.time())
+
+    def heard(pipe: redis.client.Pipeline) -> None:
+        for mailbox in {mailbox for mailbox, _ in verified}:
+            pipe.hset(store.mailbox_key(mailbox), "last_notification_at", now)
+
+    candidates = [(mailbox, *named) for mailbox, named in verified if named is not None]
+    held = iter(echoes.held(conn, candidates, also=heard))
+    news: Counter[str] = Counter()
+    for mailbox, named in verified:
+        if named is None or not next(held):
+            news[mailbox] += 1
+    return news
 
 
 def _handshake() -> Response | None:

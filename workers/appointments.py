@@ -68,6 +68,7 @@ def sync_staff(staff_id: str) -> int:
 
 
 def _staff_round(ctx: WorkerContext, staff_id: str) -> int:
+    ctx.redis.incr(store.staff_epoch_key())
     ctx.redis.hdel(directory.staff_key(staff_id), "checked_at")
     jobs.ensure_queued(ctx.queue, SYNC_STAFF_MAILBOX, "staff_mailbox", staff_id)
     since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
@@ -133,32 +134,35 @@ def _reconcile_round(ctx: WorkerContext) -> int:
 # ---------------------------------------------------------------- rounds
 
 
-def _appointment_round(ctx: WorkerContext, appointment_id: str) -> None:
+def _appointment_round(ctx: WorkerContext, appointment_id: str) -> int | None:
+    """Returns the version read (core.jobs.run_coalesced), None when there was none to read."""
     if not ctx.syncing:
-        return  # the initial sync after the next Authorize brings everything back in line
+        return None  # the initial sync after the next Authorize brings everything back in line
     appointment = ctx.coconut.get_appointment(int(appointment_id))
     wanted: dict[str, EventDraft] = {}
     if is_live(appointment):
         assert appointment is not None
         draft = appointment_event(appointment, ctx.settings.coconut_app_url, templates(ctx))
         for staff_id in appointment.staff_ids:
-            mailbox = mailbox_of(ctx, ctx.coconut.get_user(staff_id))
+            mailbox = mailbox_of(ctx, ctx.staff(staff_id))
             if mailbox is not None:
                 wanted[mailbox] = draft
     _converge(ctx, "appointment", appointment_id, wanted)
+    return appointment.version if appointment is not None else None
 
 
-def _absence_round(ctx: WorkerContext, absence_id: str) -> None:
+def _absence_round(ctx: WorkerContext, absence_id: str) -> int | None:
     if not ctx.syncing:
-        return
+        return None
     absence = ctx.coconut.get_absence(int(absence_id))
     wanted: dict[str, EventDraft] = {}
     draft = absence_event(absence) if absence is not None else None
     if absence is not None and draft is not None:
-        mailbox = mailbox_of(ctx, ctx.coconut.get_user(absence.user_id))
+        mailbox = mailbox_of(ctx, ctx.staff(absence.user_id))
         if mailbox is not None:
             wanted[mailbox] = draft
     _converge(ctx, "absence", absence_id, wanted)
+    return absence.version if absence is not None else None
 
 
 def _converge(ctx: WorkerContext, kind: str, item_id: str, wanted: dict[str, EventDraft]) -> None:

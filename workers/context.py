@@ -20,7 +20,7 @@ from msgraph import GraphServiceClient
 from rq import Queue
 
 from core import audit, connection, logs, store
-from core.coconut import CoconutClient
+from core.coconut import CoconutClient, Staff
 from core.delegated import DelegatedCredential
 from core.graph import app_credential, graph_client
 from core.secrets import SecretBox
@@ -29,6 +29,8 @@ from core.throttle import MailboxGate
 
 T = TypeVar("T")
 ACCESS_CHECK_SECONDS = 5
+# A staff member read from Coconut serves this long, unless a staff round began since.
+STAFF_CACHE_SECONDS = 60.0
 _ACCESS_FIELDS = ("status", "connected_at", "impersonation", "graph_url", "authority", "client_id")
 _AUTHORIZED = {
     connection.Status.CONNECTED,
@@ -53,6 +55,7 @@ class WorkerContext:
         self._graph: GraphServiceClient | None = None
         self._graph_access: list[bytes | None] = []
         self._graph_checked = 0.0
+        self._staff: dict[int, tuple[float, bytes | None, Staff | None]] = {}
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -130,6 +133,22 @@ class WorkerContext:
     def coconut(self) -> CoconutClient:
         s = self.settings
         return CoconutClient(s.coconut_url, s.coconut_client_id, s.coconut_client_secret)
+
+    def staff(self, user_id: int) -> Staff | None:
+        """Coconut's staff member, read at most once a minute per process: every appointment
+        and mailbox round needs one, and staff change rarely. A staff round (user.updated, a
+        resync) moves the epoch first, and queues a round of every item that staff member
+        touches after it, so what a round read from a stale copy is read again fresh."""
+        epoch = self.redis.get(store.staff_epoch_key())
+        now = time.monotonic()
+        cached = self._staff.get(user_id)
+        if cached is not None and cached[0] > now and cached[1] == epoch:
+            return cached[2]
+        staff = self.coconut.get_user(user_id)
+        if len(self._staff) > 10_000:
+            self._staff.clear()
+        self._staff[user_id] = (now + STAFF_CACHE_SECONDS, epoch, staff)
+        return staff
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on this process's loop (jobs themselves are plain functions)."""

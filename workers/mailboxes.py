@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,7 @@ class Block:
     absence_id: int  # 0 while its create is pending
     series: str  # the series master's id for an occurrence or exception, else ""
     digest: str  # of the AbsenceWrite we last sent
+    version: str = ""  # the instance's changeKey it was made from (core.echoes)
 
     @property
     def pending(self) -> bool:
@@ -115,7 +116,7 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
 
 def _staff(ctx: WorkerContext, user_id: str) -> Staff | None:
     staff_id = directory.staff_for(ctx, user_id)
-    staff = ctx.coconut.get_user(int(staff_id)) if staff_id else None
+    staff = ctx.staff(int(staff_id)) if staff_id else None
     if staff is None or not (staff.takes_appointments and staff.active):
         log.info("mailbox.not_covered", extra={"mailbox": user_id})
         return None
@@ -399,7 +400,12 @@ def _upsert(
     known: Block | None,
 ) -> None:  # fmt: skip
     digest = _digest(desired)
+    version = desired.external_version or ""
     if known is not None and known.digest == digest:
+        if known.version != version:  # nothing for Coconut, but the next echo is known
+            ctx.redis.hset(
+                block_key(user_id), event_id, json.dumps(asdict(replace(known, version=version)))
+            )
         return
     if known is not None and not known.pending:
         absence = ctx.coconut.update_absence(known.absence_id, desired)
@@ -415,7 +421,7 @@ def _upsert(
             if exc.existing_id is None:
                 raise
             absence = ctx.coconut.update_absence(exc.existing_id, desired)
-    block = Block(absence.id, series, digest)
+    block = Block(absence.id, series, digest, version)
     ctx.redis.hset(block_key(user_id), event_id, json.dumps(asdict(block)))
     audit.emit(
         "busy_time.updated" if known is not None and not known.pending else "busy_time.created",
