@@ -155,23 +155,30 @@ def _t(value: str) -> float:
 
 def _throughput(system: System, conn: redis.Redis) -> tuple[float, float, int]:
     """One burst worker of our class: no-op jobs, then a sync_appointment per appointment
-    (read Coconut, check the event's changeKey), each timed net of an empty burst."""
+    (read Coconut, check the event's changeKey), each timed net of a burst that pays the same
+    start-up: an empty one for the no-ops, one with a single sync job for the sync jobs (a
+    worker's first sync job builds the Graph client, msgraph-sdk's imports and all)."""
     queue = Queue("exsync", connection=conn)
     empty = _burst(system)
     for _ in range(2000):
         queue.enqueue("os.getpid", result_ttl=0)
     noop = 2000 / max(1e-6, _burst(system) - empty)
-    ids = [a["id"] for a in system.coconut_state()["appointments"]]
+    ids = [str(a["id"]) for a in system.coconut_state()["appointments"]]
     # One job per appointment per burst (they coalesce), so several bursts, all counted: one
     # burst of a few hundred jobs is within the noise of a worker's start-up.
     real_time, rounds = 0.0, 5
     for _ in range(rounds):
-        for item in ids:
-            jobs.ensure_queued(
-                queue, "workers.appointments.sync_appointment", "appointment", str(item)
-            )
-        real_time += _burst(system) - empty
-    return noop, rounds * len(ids) / max(1e-6, real_time), rounds * len(ids)
+        _sync_jobs(queue, ids[:1])
+        first = _burst(system)
+        _sync_jobs(queue, ids)
+        real_time += _burst(system) - first
+    counted = rounds * (len(ids) - 1)
+    return noop, counted / max(1e-6, real_time), counted
+
+
+def _sync_jobs(queue: Queue, ids: list[str]) -> None:
+    for item in ids:
+        jobs.ensure_queued(queue, "workers.appointments.sync_appointment", "appointment", item)
 
 
 def _burst(system: System) -> float:

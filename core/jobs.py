@@ -420,7 +420,7 @@ def _take_noticed(conn: redis.Redis, kind: str, item: str) -> float | None:
 
 SETTLE_LIMIT = 10.0
 BURST_CHANGES = 10  # changes since the last read that make a round wait for the rest
-BURST_GOING = 2  # changes within one settle interval that say the burst is still arriving
+BURST_GOING = 5  # changes within one settle interval that say the burst is still arriving
 
 
 def _settled(conn: redis.Redis, dirty: str, seen: bytes, settle: float) -> bytes:

@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     hold_share: float = Field(0.5, gt=0, le=1)
     hold_min_blocks: int = Field(4, ge=1)
     delta_page_limit: int = Field(500, ge=1)
-    # A mailbox round waits until notifications stopped arriving for this long (a burst costs
-    # one round, not one per notification); at most 10 s.
+    # A mailbox round that finds a burst (core.jobs.BURST_CHANGES notifications since its last
+    # read) waits, this long at a time, while the burst keeps coming; at most 10 s.
     coalesce_settle_seconds: float = Field(0.3, ge=0, le=5)
 
     # Graph subscriptions (app-only mode): asked lifetime (Graph refuses 10,080 minutes and

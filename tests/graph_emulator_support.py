@@ -4,15 +4,16 @@ it, and a small Flask notification endpoint in a thread that records what Graph 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from flask import Flask, Response, request
@@ -33,6 +34,8 @@ with warnings.catch_warnings():
 from core.graph import GraphEndpoint, app_credential, graph_client, tls_context
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
 
+T = TypeVar("T")
+
 __all__ = ["DeltaRequestBuilder", "Emulator", "EventsRequestBuilder", "Receiver", "running"]
 
 
@@ -43,6 +46,7 @@ class Emulator:
     tmp: Path
     args: list[str] = field(default_factory=list)
     process: Process | None = None
+    clients: list[GraphServiceClient] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -92,7 +96,23 @@ class Emulator:
     def client(self) -> GraphServiceClient:
         """The real SDK client the service builds (core/graph.py), bound to the running loop."""
         credential = app_credential(self.endpoint, TENANT, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET)
-        return graph_client(self.endpoint, credential)
+        client = graph_client(self.endpoint, credential)
+        self.clients.append(client)
+        return client
+
+    def run(self, scenario: Coroutine[Any, Any, T]) -> T:
+        """asyncio.run, closing the scenario's clients before their loop goes: the emulator
+        keeps connections alive, and a transport outliving its loop cannot close."""
+
+        async def closing() -> T:
+            try:
+                return await scenario
+            finally:
+                for client in self.clients:
+                    await client.request_adapter._http_client.aclose()
+                self.clients.clear()
+
+        return asyncio.run(closing())
 
 
 @dataclass

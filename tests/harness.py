@@ -56,6 +56,9 @@ class System:
     metrics: bool = False
     processes: dict[str, Process] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # Clients handed to tests, closed at stop(): the emulators keep connections alive, and a
+    # client left to the garbage collector leaves its socket unclosed (a ResourceWarning).
+    clients: list[httpx.Client] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.graph_port = free_port()
@@ -167,6 +170,9 @@ class System:
         return proc
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
         for proc in reversed(list(self.processes.values())):
             proc.stop()
 
@@ -180,16 +186,23 @@ class System:
 
     # -- talking to the emulators -----------------------------------------------------------
     def graph_http(self) -> httpx.Client:
+        return self._track(self._graph_client())
+
+    def coconut_http(self) -> httpx.Client:
+        return self._track(httpx.Client(base_url=self.coconut_base, timeout=10))
+
+    def _graph_client(self) -> httpx.Client:
         trust = ssl.create_default_context(cafile=str(self.ca_file))
         return httpx.Client(base_url=self.graph_base, verify=trust, timeout=10)
 
-    def coconut_http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.coconut_base, timeout=10)
+    def _track(self, client: httpx.Client) -> httpx.Client:
+        self.clients.append(client)
+        return client
 
     def graph_state(self) -> dict[str, Any]:
-        with self.graph_http() as http:
+        with self._graph_client() as http:
             return http.get("/_emulator/state").raise_for_status().json()
 
     def coconut_state(self) -> dict[str, Any]:
-        with self.coconut_http() as http:
+        with httpx.Client(base_url=self.coconut_base, timeout=10) as http:
             return http.get("/_emulator/state").raise_for_status().json()

@@ -5,7 +5,6 @@ whose handshake reaches a Flask endpoint and its renewal, a 429 with Retry-After
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,7 +96,7 @@ def test_sdk_creates_reads_pages_updates_and_deletes_events(emulator: Emulator) 
         assert missing.value.response_status_code == 404
         assert missing.value.error.code == "ErrorItemNotFound"
 
-    asyncio.run(scenario())
+    emulator.run(scenario())
     stored = emulator.state()["events"][uid]
     assert sorted(e["subject"] for e in stored) == ["Meeting 0", "Meeting 1", "Meeting 4", "Moved"]
 
@@ -144,7 +143,7 @@ def test_sdk_delta_round_trip_reports_a_deletion(emulator: Emulator) -> None:
         assert stale.value.response_status_code == 410
         assert stale.value.error.code == "SyncStateNotFound"
 
-    asyncio.run(scenario())
+    emulator.run(scenario())
     assert emulator.state()["counters"]["delta_rounds"][uid] == 2
 
 
@@ -190,7 +189,7 @@ def test_sdk_subscription_handshake_reaches_flask_endpoint_and_renews(emulator: 
             made = await client.users.by_user_id(uid).events.post(_event("Watched", DAY))
             return sub.id, made.id
 
-        sub_id, event_id = asyncio.run(scenario())
+        sub_id, event_id = emulator.run(scenario())
         wait_until(lambda: len(receiver.received()) >= 2, 10, what="change notifications")
         # Outlook follows a create with an update; delivery order is not guaranteed.
         assert sorted(n["changeType"] for n in receiver.received()) == ["created", "updated"]
@@ -221,7 +220,7 @@ def test_subscription_refused_when_endpoint_does_not_echo_token(emulator: Emulat
                 )
             return refused.value
 
-        error = asyncio.run(scenario())
+        error = emulator.run(scenario())
     assert error.response_status_code == 400
     assert "validation request failed" in error.error.message
     assert receiver.validations, "the handshake must have reached the endpoint"
@@ -240,7 +239,7 @@ def test_sdk_reads_429_with_retry_after(emulator: Emulator) -> None:
         ok = await client.users.by_user_id(uid).events.get()
         return throttled.value, ok.value
 
-    error, after = asyncio.run(scenario())
+    error, after = emulator.run(scenario())
     assert error.response_status_code == 429
     assert error.response_headers.get("retry-after") == "7"
     assert error.error.code == "ApplicationThrottled"
@@ -271,7 +270,7 @@ def test_sdk_sends_a_batch(emulator: Emulator) -> None:
         response = await client.batch.post(batch_request_content=BatchRequestContent(items))
         return {rid: item.status for rid, item in response.responses.items()}
 
-    statuses = asyncio.run(scenario())
+    statuses = emulator.run(scenario())
     assert statuses == {"0": 201, "1": 201, "read": 200}
     assert sorted(e["subject"] for e in emulator.state()["events"][uid]) == [
         "Batched 0",

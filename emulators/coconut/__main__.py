@@ -1,25 +1,23 @@
 """`python -m emulators.coconut --port P`: run the Coconut emulator until SIGTERM or Ctrl-C.
 
-Serves the admin API at `/api/v2/b2b` with werkzeug's threaded server (requests in parallel, as
-a real SaaS answers them), starts the webhook sender threads, and prints
+Serves the admin API at `/api/v2/b2b` with cheroot's threaded server (emulators.serving:
+requests in parallel on kept-alive connections, as a real SaaS answers them), starts the
+webhook sender threads, and prints
 `coconut emulator ready at http://HOST:PORT` once it accepts connections.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 
 import click
-from werkzeug.serving import make_server
 
 from emulators.coconut.app import create_app
 from emulators.coconut.deliveries import Sender
 from emulators.coconut.seed import seed as seed_tenant
 from emulators.coconut.store import EVENTS, Settings, Store
+from emulators.serving import serve
 
 
 @click.command()
@@ -89,7 +87,7 @@ def main(
 ) -> None:
     """Run the Coconut admin API emulator."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("werkzeug", "httpx"):
+    for noisy in ("cheroot", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if webhook_secret and not webhook_url:
         raise click.UsageError("--webhook-secret needs --webhook-url")
@@ -113,21 +111,13 @@ def main(
             store.create_webhook(attrs)
         except Exception as exc:  # an ApiError naming the bad url or secret
             raise click.UsageError(f"--webhook-url/--webhook-secret: {exc}") from None
-    server = make_server(host, port, create_app(store), threaded=True)
     sender = Sender(store)
     sender.start()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"coconut emulator ready at http://{host}:{server.server_port}", flush=True)
     try:
-        server.serve_forever()
+        serve(create_app(store), host, port, lambda bound: print(
+            f"coconut emulator ready at http://{host}:{bound}", flush=True))  # fmt: skip
     finally:
         sender.stop()
-        server.server_close()
 
 
 if __name__ == "__main__":

@@ -1,28 +1,25 @@
 """`python -m emulators.graph --port P --ca-file F`: run the Graph emulator until SIGTERM/Ctrl-C.
 
-Serves Entra's token endpoints, Graph v1.0 and `/_emulator` over HTTPS with werkzeug's threaded
-server, writes the CA certificate to F, starts the notification sender and prints
-`graph emulator ready at https://HOST:PORT` once it accepts connections.
+Serves Entra's token endpoints, Graph v1.0 and `/_emulator` over HTTPS with cheroot's threaded
+server (emulators.serving), writes the CA certificate to F, starts the notification sender and
+prints `graph emulator ready at https://HOST:PORT` once it accepts connections.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
-from werkzeug.serving import make_server
 
 from emulators.graph.app import create_app
 from emulators.graph.faults import Faults
 from emulators.graph.notify import Notifier
 from emulators.graph.seed import seed
 from emulators.graph.store import Settings, Store
-from emulators.graph.tls import server_context
+from emulators.graph.tls import server_files
+from emulators.serving import serve
 
 
 @click.command()
@@ -109,7 +106,7 @@ def main(
 ) -> None:  # fmt: skip
     """Run the Microsoft Graph emulator."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("werkzeug", "httpx"):
+    for noisy in ("cheroot", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings(
         tenant=tenant, client_id=client_id, client_secret=client_secret,
@@ -122,21 +119,13 @@ def main(
     notifier = Notifier(store, faults)
     app = create_app(store, notifier, faults)
     seed(store, users, domain, events_per_user)
-    context = server_context(ca_file, [host, *hostnames])
-    server = make_server(host, port, app, threaded=True, ssl_context=context)
+    tls = server_files(ca_file, [host, *hostnames])
     notifier.start()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"graph emulator ready at https://{host}:{server.server_port}", flush=True)
     try:
-        server.serve_forever()
+        serve(app, host, port, lambda bound: print(f"graph emulator ready at https://{host}:{bound}",
+                                                   flush=True), tls=tls)  # fmt: skip
     finally:
         notifier.stop()
-        server.server_close()
 
 
 if __name__ == "__main__":
