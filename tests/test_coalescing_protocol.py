@@ -57,6 +57,13 @@ def probe(item: str) -> int:
     return jobs.run_coalesced(SCRIPT.conn, "probe", item, lambda _: SCRIPT.round())
 
 
+# Each example runs real jobs on a real worker: fewer examples than hypothesis's default, no
+# deadline, and one Redis-backed queue fixture shared by the examples.
+PROPERTY = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
 @pytest.fixture
 def queue(redis_url: str) -> Iterator[Queue]:
     conn = redis.Redis.from_url(redis_url)
@@ -65,8 +72,7 @@ def queue(redis_url: str) -> Iterator[Queue]:
     conn.close()
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@PROPERTY
 @given(
     before=st.integers(1, 5),
     during=st.lists(st.integers(0, 4), max_size=8),
@@ -158,8 +164,7 @@ def _drain(queue: Queue) -> None:
             return
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@PROPERTY
 @given(
     before=st.integers(1, 3),
     during=st.lists(st.integers(0, 2), max_size=4),
