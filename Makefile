@@ -12,6 +12,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	PYTHON=$(BIN)/python .ci/ensure-redis
 	.ci/ensure-chromium
+	PYTHON=$(BIN)/python .ci/ensure-compose
 	$(BIN)/python -m pytest -q -n 3
 
 lint: $(VENV)/.installed
