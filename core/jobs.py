@@ -90,11 +90,11 @@ def ensure_queued(
 ) -> str:
     """Mark the item dirty and make sure a job will read it after now. Returns the job id used.
 
-        `func` is a dotted path so that the web process never imports the workers (and with them the
-        Graph and Coconut clients). `also` adds commands to the first round trip. `version`: the
-        item's version the hint announces, when its source says (VERSIONED_KINDS only). `changes`:
+    `func` is a dotted path so that the web process never imports the workers (and with them the
+    Graph and Coconut clients). `also` adds commands to the first round trip. `version`: the
+    item's version the hint announces, when its source says (VERSIONED_KINDS only). `changes`:
     how many changes the hint stands for (the flag counts them; a burst is many). Raises
-        redis.ConnectionError when Redis is down.
+    redis.ConnectionError when Redis is down.
     """
     retries = JobPolicy.retries if retries is None else retries
     timeout = max(JobPolicy.timeout, timeout or 0)
@@ -181,18 +181,27 @@ def item_lock(conn: redis.Redis, kind: str, item: str) -> Iterator[Lock]:
     )  # fmt: skip
     if not lock.acquire():
         raise LockBusy(f"{kind} {item} is locked by another worker")
+    with _holding(lock):
+        yield lock
+
+
+@contextmanager
+def _holding(lock: Lock) -> Iterator[None]:
+    """Renew a lock taken while the block runs, then release it unless the block already let go
+    of it (its token cleared, as redis-py's own release leaves it)."""
     done = threading.Event()
     keeper = threading.Thread(target=_keep, args=(lock, done), daemon=True)
     keeper.start()
     try:
-        yield lock
+        yield
     finally:
         done.set()
         keeper.join()
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            log.warning("lock.lost", extra={"kind": kind, "item": item})
+        if lock.local.token is not None:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("lock.lost", extra={"lock": lock.name})
 
 
 @contextmanager
@@ -306,15 +315,11 @@ def run_coalesced(
         return 0
     rounds = 0
     last_read = 0  # the flag's value when the previous round began to read
-    done = threading.Event()
-    keeper = threading.Thread(target=_keep, args=(lock, done), daemon=True)
-    keeper.start()
-    released = False
-    try:
-        while rounds < MAX_ROUNDS and not released:
+    with _holding(lock):
+        while rounds < MAX_ROUNDS and lock.local.token is not None:
             seen = _begin_round(conn, kind, item)
             if seen is None:
-                released = _release_if_clean(conn, lock, dirty)
+                _release_if_clean(conn, lock, dirty)
                 continue
             if settle and int(seen) - last_read >= BURST_CHANGES:
                 seen = _settled(conn, dirty, seen, settle)
@@ -327,12 +332,8 @@ def run_coalesced(
             if noticed is not None:
                 conn.delete(store.reading_key(kind, item))
                 SYNC_LAG.labels(direction=LAG_DIRECTIONS[kind]).observe(time.time() - noticed)
-    finally:
-        done.set()
-        keeper.join()
-        if not released:
-            _release(lock, kind, item)
-    if not released:  # MAX_ROUNDS and still dirty: let the queue's other items go first
+        finished = lock.local.token is None
+    if not finished:  # MAX_ROUNDS and still dirty: let the queue's other items go first
         log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
         job = get_current_job(conn)
         if job is not None:
@@ -378,21 +379,14 @@ return -1
 """
 
 
-def _release_if_clean(conn: redis.Redis, lock: Lock, dirty: str) -> bool:
+def _release_if_clean(conn: redis.Redis, lock: Lock, dirty: str) -> None:
     """Let go of the item unless a change came after the last round, in one step: a job that
-    found the lock busy and left counts on this."""
-    token = lock.local.token
-    outcome = conn.eval(_release_if_clean_script, 2, lock.name, dirty, token)
+    found the lock busy and left counts on this. Once let go, the lock's token is cleared."""
+    outcome = conn.eval(_release_if_clean_script, 2, lock.name, dirty, lock.local.token)
     if outcome == -1:
         log.warning("lock.lost", extra={"lock": lock.name})
-    return outcome != 0
-
-
-def _release(lock: Lock, kind: str, item: str) -> None:
-    try:
-        lock.release()
-    except redis.exceptions.LockError:
-        log.warning("lock.lost", extra={"kind": kind, "item": item})
+    if outcome != 0:
+        lock.local.token = None
 
 
 _take_noticed_script = """

@@ -189,11 +189,14 @@ class System:
         return self._track(self._graph_client())
 
     def coconut_http(self) -> httpx.Client:
-        return self._track(httpx.Client(base_url=self.coconut_base, timeout=10))
+        return self._track(self._coconut_client())
 
     def _graph_client(self) -> httpx.Client:
         trust = ssl.create_default_context(cafile=str(self.ca_file))
         return httpx.Client(base_url=self.graph_base, verify=trust, timeout=10)
+
+    def _coconut_client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.coconut_base, timeout=10)
 
     def _track(self, client: httpx.Client) -> httpx.Client:
         self.clients.append(client)
@@ -204,5 +207,5 @@ class System:
             return http.get("/_emulator/state").raise_for_status().json()
 
     def coconut_state(self) -> dict[str, Any]:
-        with httpx.Client(base_url=self.coconut_base, timeout=10) as http:
+        with self._coconut_client() as http:
             return http.get("/_emulator/state").raise_for_status().json()

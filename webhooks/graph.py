@@ -84,11 +84,10 @@ def notifications() -> tuple[Response, int] | Response:
     # flag counts them (the job waits out a burst: core.jobs.run_coalesced).
     for mailbox, changes in sorted(mailboxes.items()):
         jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox, changes=changes)
-    accepted = len(verified)
-    if echoed := accepted - sum(mailboxes.values()):
+    news = sum(mailboxes.values())
+    NOTIFICATIONS.labels(source="graph", outcome="accepted").inc(news)
+    if echoed := len(verified) - news:
         NOTIFICATIONS.labels(source="graph", outcome="echo").inc(echoed)
-        accepted -= echoed
-    NOTIFICATIONS.labels(source="graph", outcome="accepted").inc(accepted)
     # DEBUG: one line per POST at thousands a second would drown the log (the access log has them).
     log.debug("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
     return jsonify(status="accepted", mailboxes=len(mailboxes)), 202

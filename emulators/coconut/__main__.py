@@ -114,10 +114,13 @@ def main(
     sender = Sender(store)
     sender.start()
     try:
-        serve(create_app(store), host, port, lambda bound: print(
-            f"coconut emulator ready at http://{host}:{bound}", flush=True))  # fmt: skip
+        serve(create_app(store), host, port, lambda bound: _ready(f"http://{host}:{bound}"))
     finally:
         sender.stop()
+
+
+def _ready(url: str) -> None:
+    print(f"coconut emulator ready at {url}", flush=True)
 
 
 if __name__ == "__main__":

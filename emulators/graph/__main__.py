@@ -122,10 +122,13 @@ def main(
     tls = server_files(ca_file, [host, *hostnames])
     notifier.start()
     try:
-        serve(app, host, port, lambda bound: print(f"graph emulator ready at https://{host}:{bound}",
-                                                   flush=True), tls=tls)  # fmt: skip
+        serve(app, host, port, lambda bound: _ready(f"https://{host}:{bound}"), tls=tls)
     finally:
         notifier.stop()
+
+
+def _ready(url: str) -> None:
+    print(f"graph emulator ready at {url}", flush=True)
 
 
 if __name__ == "__main__":
