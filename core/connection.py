@@ -19,7 +19,7 @@ from enum import StrEnum
 
 import redis
 
-from core import store
+from core import reconcile, store
 from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 from core.secrets import SecretBox
 
@@ -27,6 +27,8 @@ CONNECTION_KEY = store.key("connection")
 # The service account's cached access token (core.delegated); dropped whenever who signs in or
 # where changes, so no worker keeps acting as the previous account.
 DELEGATED_TOKEN_KEY = store.key("delegated", "access_token")
+# Days before today kept in sync: EXSYNC_SYNC_PAST_DAYS's default and the form's "Days back".
+SYNC_PAST_DAYS = 7
 
 
 class Status(StrEnum):
@@ -84,7 +86,7 @@ class Connection:
     impersonation: bool = True
     show_event_titles: bool = False
     service_account: str = ""
-    sync_past_days: int = 1
+    sync_past_days: int = SYNC_PAST_DAYS
     sync_future_days: int = 180
     edit_policy: EditPolicy = EditPolicy.RESTORE
     status: Status = Status.NOT_CONFIGURED
@@ -152,6 +154,8 @@ def save_configuration(
         pipe.hdel(CONNECTION_KEY, "refresh_token")
         pipe.delete(DELEGATED_TOKEN_KEY)
     pipe.execute()
+    if relogin:  # another tenant, app or account: no cursor of the old one holds
+        reconcile.forget_cursors(conn)
     return load(conn)
 
 

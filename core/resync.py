@@ -1,20 +1,21 @@
 """Resyncing staff members: their Coconut items and their mailbox go round again through the
 same coalesced jobs the webhooks queue (User Accounts' Resync and Recheck, `exsync resync`).
 
-`sync_staff` lists the staff member's appointments and absences in Coconut and queues one job
-per item; `sync_mailbox` runs a delta round on their mailbox. Only ids go in: the web process
-and the CLI never call Coconut or Graph for this.
+A resync is a full reconciliation (core.reconcile): `sync_staff` re-matches the staff member's
+mailbox and queues one job per appointment and absence of theirs, `project_staff` compares
+every one of them with our marked events in the mailbox, and the mailbox's next round reads
+its whole window fresh and compares it with every busy block Coconut holds for them. Only ids
+go in: the web process and the CLI never call Coconut or Graph for this.
 """
 
 from __future__ import annotations
 
 from rq import Queue
 
-from core import jobs
+from core import jobs, reconcile
 from core.staff_status import StaffRow
 
 SYNC_STAFF = "workers.appointments.sync_staff"
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
 def queue_resync(queue: Queue, rows: list[StaffRow]) -> list[str]:
@@ -22,6 +23,5 @@ def queue_resync(queue: Queue, rows: list[StaffRow]) -> list[str]:
     queued = []
     for row in rows:
         queued.append(jobs.ensure_queued(queue, SYNC_STAFF, "staff", row.staff_id))
-        if row.user_id:
-            queued.append(jobs.ensure_queued(queue, SYNC_MAILBOX, "mailbox", row.user_id))
+        queued += reconcile.request(queue, row.staff_id, row.user_id, "resync")
     return queued

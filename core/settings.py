@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import secrets
-from core.connection import EditPolicy
+from core.connection import SYNC_PAST_DAYS, EditPolicy
 from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 
 ENV_PREFIX = "EXSYNC_"
@@ -85,7 +85,12 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(120, gt=0)  # delegated mode: no notifications, so poll
     coconut_reconcile_seconds: float = Field(600, gt=0)  # Coconut changes without a webhook
     silence_seconds: float = Field(21_600, gt=0)  # a live subscription this quiet is flagged
-    sync_past_days: int = Field(7, ge=0, le=365)
+    # A mailbox round whose delta cursor is older than this reads everything again and compares
+    # it with Coconut (a full reconciliation). The window moves daily, so a cursor normally
+    # lives a day; two days means the daily move was missed (the scheduler or workers were
+    # down), and Outlook evicts delta tokens at unpredictable times anyway (research/graph.md).
+    cursor_max_age_seconds: float = Field(172_800, gt=0)
+    sync_past_days: int = Field(SYNC_PAST_DAYS, ge=0, le=365)
     sync_future_days: int = Field(180, ge=1, le=730)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # Exchange allows 4 concurrent requests per app and mailbox; lower it to leave room for

@@ -11,7 +11,12 @@ Every tick the leader queues:
   a delta round for every mailbox (the safety net: Graph drops notifications silently during
   outages), a delta round for every mailbox on the short polling interval in delegated mode
   (Graph sends no notifications for shared calendars), and the Coconut reconciliation;
-- a warning on any mailbox whose subscription is live but which heard nothing for too long.
+- a warning on any mailbox whose subscription is live but which heard nothing for too long;
+- each minute, a full round of every mailbox with a refused item due again (core.refusals).
+
+The daily full reconciliation needs no task of its own: each mailbox's window moves once a
+day at its own time (workers.mailboxes.sync_window), and the next safety-net round after the
+move is a full one.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import redis
 from prometheus_client import start_http_server
 
-from core import jobs, logs, store
+from core import jobs, logs, refusals, store
 from core.settings import Settings
 from subscriptions import manager
 from workers.context import WorkerContext, install
@@ -90,6 +95,7 @@ def tick(ctx: WorkerContext) -> None:
     _every(ctx, "coconut", s.coconut_reconcile_seconds, lambda: _queue(ctx, COCONUT, "coconut"))
     if app_only:
         _every(ctx, "silence", min(60.0, s.silence_seconds), lambda: _flag_silence(ctx))
+    _every(ctx, "refused", 60.0, lambda: _retry_refused(ctx))
 
 
 def _queue(ctx: WorkerContext, func: str, kind: str) -> None:
@@ -129,6 +135,17 @@ def _mailboxes(ctx: WorkerContext) -> list[str]:
 def _sync_every_mailbox(ctx: WorkerContext) -> None:
     for user_id in _mailboxes(ctx):
         jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
+
+
+def _retry_refused(ctx: WorkerContext) -> None:
+    """Items Coconut refused are tried again on their own backoff, not the safety net's."""
+    now = time.time()
+    prefix = refusals.refused_key("")
+    for key in ctx.redis.scan_iter(match=prefix + "*", count=500):
+        user_id = key.decode()[len(prefix) :]
+        due = refusals.next_retry(ctx.redis, user_id)
+        if due is not None and due <= now:
+            jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
 
 
 def _flag_silence(ctx: WorkerContext) -> None:

@@ -9,7 +9,7 @@ import json
 import redis
 from rq import Queue
 
-from core import store
+from core import reconcile, store
 from core.staff_status import ROSTER_KEY
 from tests.test_admin_support import Browser, make_accounts, make_app
 
@@ -40,7 +40,11 @@ def test_resync_on_a_row_queues_that_staff_members_items_and_mailbox(
     assert sorted(Queue("exsync", connection=redis_conn).get_job_ids()) == [
         "mailbox-u-1",
         "staff-1",
+        "staff_items-1",
     ]
+    # A resync is a full reconciliation: the mailbox's next round trusts no cursor.
+    assert reconcile.last(redis_conn, "u-1").reason == "resync"
+    assert reconcile.last(redis_conn, "u-2").requested_at == 0
 
 
 def test_recheck_failed_queues_only_staff_in_error_or_with_a_warning(
@@ -53,4 +57,4 @@ def test_recheck_failed_queues_only_staff_in_error_or_with_a_warning(
     answer = browser.post("/admin/exchange/users/recheck", {"which": "failed"})
     assert answer.status_code == 303
     queued = sorted(Queue("exsync", connection=redis_conn).get_job_ids())
-    assert queued == ["mailbox-u-2", "staff-2", "staff-3"]
+    assert queued == ["mailbox-u-2", "staff-2", "staff-3", "staff_items-2", "staff_items-3"]

@@ -267,7 +267,9 @@ def test_an_initial_sync_writes_each_item_once_per_mailbox_in_batches(
     assert sent["POST /v1.0/users/<user>/events"] == len(want), "one create per event"
     batches = sum(math.ceil(n / 20) for n in per_mailbox(want).values())
     assert sent["POST /v1.0/$batch"] == batches, "creates go 20 to a batch"
-    assert sent["GET /v1.0/users/<user>/events"] == 3, "one listing per mailbox, no look-ups"
+    # One listing of our marks per mailbox for the projection, and one per full round of its
+    # busy time (a second full round when a notification's round began before Authorize's).
+    assert 6 <= sent["GET /v1.0/users/<user>/events"] <= 9, "listings per mailbox, no look-ups"
     assert requests_now(system)["batched"] - before["batched"] == len(want)
 
     coconut = CoconutAdmin(system)
@@ -350,6 +352,6 @@ def test_throttled_creates_inside_a_batch_are_retried_as_graph_asks(
     assert after["throttled"] - before["throttled"] == 3
     sent = routes(before, after)
     assert sent["POST /v1.0/users/<user>/events"] == len(want) + 3, "the three, once more"
-    assert sent["GET /v1.0/users/<user>/events"] == 3, "retried in the batch, not per item"
+    assert 6 <= sent["GET /v1.0/users/<user>/events"] <= 9, "retried in the batch, not per item"
     assert time.monotonic() - started >= 2, "the retry waited as Retry-After asked"
     assert Queue("exsync", connection=redis_conn).failed_job_registry.count == 0

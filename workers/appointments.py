@@ -22,8 +22,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core import audit, jobs, store
+from core import audit, jobs, reconcile, store
 from core.coconut import Staff
+from core.connection import EditPolicy
 from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
 from workers import directory, exchange
 from workers.context import WorkerContext, context
@@ -93,11 +94,21 @@ def sync_staff_mailbox(staff_id: str) -> None:
 
     ctx = context()
     ctx.redis.delete(store.dirty_key("staff_mailbox", staff_id))
-    user_id = mailbox_of(ctx, ctx.coconut.get_user(int(staff_id)))
+    staff = ctx.coconut.get_user(int(staff_id))
+    user_id = mailbox_of(ctx, staff)
     if user_id is None or not ctx.syncing:
         return
     if ctx.impersonation:
         manager.ensure(ctx, user_id)
+    # A new mailbox or time zone changes what the blocks should be: the mailbox is compared
+    # whole with Coconut, not through a cursor that describes the old match.
+    # (A first match needs no mark: a mailbox without a cursor gets a full round anyway.)
+    matched = f"{user_id} {staff.timezone if staff else ''}".encode()
+    before = ctx.redis.hget(directory.staff_key(staff_id), "matched")
+    if before != matched:
+        if before is not None:
+            reconcile.mark(ctx.redis, user_id, "the staff member's mailbox or time zone changed")
+        ctx.redis.hset(directory.staff_key(staff_id), "matched", matched)
     jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
 
 
@@ -187,6 +198,8 @@ def _upsert(
         known = _adopt(ctx, index, mark, mailbox, recorded.generation if recorded else 0)
     # Same content as we last wrote, yet a write is due: a staff member edited or deleted it.
     restoring = known is not None and known.digest == draft.digest
+    if restoring and ctx.options.edit_policy == EditPolicy.KEEP:
+        return  # a staff member's edit stands until the item changes in Coconut
     if known is not None:
         if restoring and exchange.change_key(ctx, mailbox, known.event_id) == known.change_key:
             return

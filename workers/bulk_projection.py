@@ -43,6 +43,7 @@ from kiota_abstractions.request_information import RequestInformation
 
 from core import jobs, store
 from core.coconut import Staff
+from core.connection import EditPolicy
 from core.marks import Projection, ProjectionIndex, mark_value, parse_mark, transaction_id
 from core.progress import items_key
 from workers import appointments, exchange
@@ -138,9 +139,10 @@ def _converge(ctx: WorkerContext, mailbox: str, items: list[Item]) -> None:
     index = ProjectionIndex(ctx.redis)
     known = {(p.kind, p.item_id): p for p in index.in_mailbox(mailbox)}
     writes: list[Write] = []
+    keep_edits = ctx.options.edit_policy == EditPolicy.KEEP
     for item in items:
         found = listed.pop(mark_value(deployment, item.kind, item.item_id), [])
-        writes += _plan(index, mailbox, item, found, known.get(item.key))
+        writes += _plan(index, mailbox, item, found, known.get(item.key), keep_edits)
     _hand_off_unlisted(ctx, listed)
     done = _write(ctx, index, mailbox, writes)
     if done:
@@ -150,9 +152,16 @@ def _converge(ctx: WorkerContext, mailbox: str, items: list[Item]) -> None:
 
 def _plan(
     index: ProjectionIndex, mailbox: str, item: Item, found: list[exchange.Marked],
-    known: Projection | None,
+    known: Projection | None, keep_edits: bool = False,
 ) -> list[Write]:  # fmt: skip
-    """What this mailbox needs for one item, given the events the listing shows for it."""
+    """What this mailbox needs for one item, given the events the listing shows for it. With
+    `keep_edits` (the edit policy "keep"), an event we wrote as the item still is stays as the
+    staff member left it, edited or deleted."""
+    if (
+        keep_edits and known is not None and item.draft is not None
+        and not known.pending and known.digest == item.draft.digest
+    ):  # fmt: skip
+        return []
     if item.draft is None:
         gone = {m.event_id for m in found} | ({known.event_id} if known and not known.pending
                                               else set())  # fmt: skip

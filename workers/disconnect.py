@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from core import audit, connection, store
+from core import audit, connection, reconcile, store
 from core.marks import ProjectionIndex
 from subscriptions import manager
 from workers.appointments import remove_projection
@@ -36,6 +36,9 @@ def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
             for event_id in ctx.redis.hkeys(store.block_key(mailbox)):
                 remove_block(ctx, mailbox, event_id.decode())
                 removed["blocks"] += 1
+    # Cursors die with what they describe: the next Authorize reads every mailbox whole and
+    # compares it with Coconut, so the blocks removed here come back.
+    reconcile.forget_cursors(ctx.redis)
     connection.mark_disconnected(ctx.redis)
     ctx.redis.hset(store.key("disconnect"), mapping={**removed, "done": 1})
     log.info("disconnect.done", extra=removed)

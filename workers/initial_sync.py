@@ -24,7 +24,7 @@ import time
 import redis
 from rq import get_current_job
 
-from core import jobs, store
+from core import jobs, reconcile, store
 from core.progress import RUN_KEY, items_key, user_key
 from subscriptions import manager
 from workers import bulk_projection, directory
@@ -73,6 +73,9 @@ def _queue_everything(connection_name: str) -> int:
         jobs.ensure_queued(ctx.queue, bulk_projection.PROJECT_STAFF, bulk_projection.KIND,
                            staff_id)  # fmt: skip
     for _, mailbox in covered:
+        # A full round: after an Authorize nothing a cursor says may be trusted (a disconnect
+        # removed blocks, another account signed in, Redis was restored from a backup).
+        reconcile.mark(ctx.redis, mailbox.user_id, "authorize")
         jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", mailbox.user_id)
     ctx.redis.hset(RUN_KEY, mapping={"state": "queued", "queued_at": int(time.time())})
     log.info("initial_sync.queued", extra={"connection": connection_name, "staff": len(covered)})

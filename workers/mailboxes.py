@@ -14,16 +14,28 @@ link. For each instance:
 Deletion needs proof: a block goes only on `@removed`, a 404 when the event is read, or the
 event itself saying it no longer blocks. A round that would remove more than a set share of the
 mailbox's blocks holds those removals until an admin releases them (workers.holds).
+
+A round is *full* when it cannot trust its cursor (core.reconcile): asked for (Resync,
+Authorize, a re-match, a setting that changes the rules), no cursor, a window that moved, a
+cursor older than EXSYNC_CURSOR_MAX_AGE_SECONDS, or a refused item due again. A full round
+reads the whole window fresh and compares it with every busy block Coconut holds for the staff
+member (workers.held_blocks), not with Redis: missing blocks are made, blocks changed or
+deleted in Coconut are put back, and ours with no event behind them go, with the same proofs
+and hold. The window moves once a day at the mailbox's own time of day, so every mailbox gets
+a full round daily, spread evenly over the day.
+
+A write Coconut refuses (400, 404, 409, 422) fails that item alone (core.refusals): the rest
+of the round applies and its cursor is kept, and the item is tried again by a later full round.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,35 +50,26 @@ from msgraph.generated.users.item.events.item.event_item_request_builder import 
     EventItemRequestBuilder,
 )
 
-from core import audit, jobs, store
-from core.coconut import AbsenceWrite, Conflict, Staff
+from core import audit, jobs, refusals, store
+from core import reconcile as requests
+from core.coconut import AbsenceWrite, CoconutError, Conflict, NotFound, Staff
 from core.connection import EditPolicy
 from core.marks import MARK_PROPERTY_ID, Projection, ProjectionIndex, parse_mark
-from workers import busy_time, directory, holds
+from workers import busy_time, directory, exchange, holds
 from workers.appointments import SYNC_ABSENCE, SYNC_APPOINTMENT
 from workers.context import WorkerContext, context
+from workers.held_blocks import Block, Changed, Comparison, compare, digest
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+DAY = 86_400
+# Coconut's answers that refuse one item (gone, a conflict, invalid) rather than the whole round.
+REFUSED = frozenset({400, 404, 409, 422})
 
 
 class DeltaFault(Exception):
     """The delta chain misbehaved (a repeated nextLink, too many pages): start over later."""
-
-
-@dataclass(frozen=True)
-class Block:
-    """What we wrote to Coconut for one Exchange instance."""
-
-    absence_id: int  # 0 while its create is pending
-    series: str  # the series master's id for an occurrence or exception, else ""
-    digest: str  # of the AbsenceWrite we last sent
-    version: str = ""  # the instance's changeKey it was made from (core.echoes)
-
-    @property
-    def pending(self) -> bool:
-        return not self.absence_id
 
 
 def block_key(user_id: str) -> str:
@@ -91,27 +94,45 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
     if staff is None:
         return
     options = ctx.options
-    start, end = _window(options.sync_past_days, options.sync_future_days)
+    start, end = sync_window(user_id, options.sync_past_days, options.sync_future_days)
+    window = f"{start.isoformat()}/{end.isoformat()}"
     state = _state(ctx, user_id)
-    fresh = state.get("window_start") != start.isoformat() or not state.get("delta_link")
+    why = _full_reason(ctx, user_id, state, window)
     try:
-        items, delta_link = _read_round(ctx, user_id, None if fresh else state["delta_link"],
+        items, delta_link = _read_round(ctx, user_id, None if why else state["delta_link"],
                                         start, end)  # fmt: skip
     except _Stale:
         log.info("mailbox.delta_stale", extra={"mailbox": user_id})
-        fresh = True
+        why = "Graph no longer knew the delta cursor"
         items, delta_link = _read_round(ctx, user_id, None, start, end)
     except DeltaFault as exc:
         ctx.redis.hset(store.mailbox_key(user_id), "fault", str(exc))
         ctx.redis.hdel(store.mailbox_key(user_id), "delta_link")
         log.warning("mailbox.delta_fault", extra={"mailbox": user_id, "reason": str(exc)})
         raise
-    _apply(ctx, user_id, staff, items, fresh, options.show_event_titles, options.edit_policy)
-    ctx.redis.hset(
-        store.mailbox_key(user_id),
-        mapping={"delta_link": delta_link, "window_start": start.isoformat(),
-                 "last_sync_at": int(time.time()), "fault": ""},
-    )  # fmt: skip
+    known = _blocks(ctx, user_id)
+    marked: dict[str, tuple[str, str]] = {}
+    changed: list[Changed] = []
+    if why:
+        comparison = _held(ctx, user_id, staff, known)
+        known, changed = comparison.known, comparison.changed
+        marked = _marked(ctx, user_id)
+    outcome = _apply(ctx, user_id, staff, items, known, marked, full=bool(why),
+                     show_titles=options.show_event_titles, policy=options.edit_policy)  # fmt: skip
+    now = int(time.time())
+    mapping: dict[str, str | int] = {
+        "delta_link": delta_link, "window": window, "last_sync_at": now, "fault": "",
+    }  # fmt: skip
+    if why:
+        mapping |= {"cursor_at": now, "reconciled_at": now, "repaired": json.dumps(outcome.counts)}
+        log.info("mailbox.reconciled", extra={"mailbox": user_id, "reason": why, **outcome.counts})
+        if _both_ways(state):
+            jobs.ensure_queued(ctx.queue, requests.PROJECT_STAFF, requests.PROJECT_STAFF_KIND,
+                               str(staff.id))  # fmt: skip
+    ctx.redis.hset(store.mailbox_key(user_id), mapping=mapping)
+    _put_back(ctx, user_id, changed, outcome)
+    if why:
+        _answered(ctx, user_id, state.get(requests.REQUESTED, ""))
 
 
 def _staff(ctx: WorkerContext, user_id: str) -> Staff | None:
@@ -123,15 +144,107 @@ def _staff(ctx: WorkerContext, user_id: str) -> Staff | None:
     return staff
 
 
-def _window(past_days: int, future_days: int) -> tuple[datetime, datetime]:
-    """Whole UTC days, so the window (and with it the delta chain) moves forward once a day."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=past_days), today + timedelta(days=future_days)
+def sync_window(
+    user_id: str, past_days: int, future_days: int, now: float | None = None
+) -> tuple[datetime, datetime]:
+    """Whole days from the mailbox's own time of day. The window, and with it the delta chain,
+    moves once a day; each move is a full round, so every mailbox is reconciled daily, at a
+    time spread evenly over the day by its id instead of all of them at midnight."""
+    offset = zlib.crc32(user_id.encode()) % DAY
+    instant = time.time() if now is None else now
+    anchor = datetime.fromtimestamp((instant - offset) // DAY * DAY + offset, UTC)
+    return anchor - timedelta(days=past_days), anchor + timedelta(days=future_days)
+
+
+def _full_reason(ctx: WorkerContext, user_id: str, state: dict[str, str], window: str) -> str:
+    """Why this round may not trust its cursor, or "" when it may."""
+    if state.get(requests.REQUESTED):
+        return state.get("full_reason") or "asked for"
+    if not state.get("delta_link"):
+        return "no delta cursor"
+    if state.get("window") != window:
+        return "the sync window moved"
+    age = time.time() - float(state.get("cursor_at") or 0)
+    if age > ctx.settings.cursor_max_age_seconds:
+        return f"the delta cursor is {age / 3600:.0f} hours old"
+    due = refusals.next_retry(ctx.redis, user_id)
+    if due is not None and due <= time.time():
+        return "a refused item is due again"
+    return ""
+
+
+def _both_ways(state: dict[str, str]) -> bool:
+    """A full round the scheduler did not ask for (a moved window, an old cursor) also
+    reconciles the Coconut -> Outlook direction; an asked-for one had it queued beside it, and a
+    refused item's retry concerns busy blocks only."""
+    return not state.get(requests.REQUESTED) and bool(state.get("delta_link"))
+
+
+_answered_script = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+    redis.call('HDEL', KEYS[1], ARGV[1], 'full_reason')
+end
+return 0
+"""
+
+
+def _answered(ctx: WorkerContext, user_id: str, requested: str) -> None:
+    """The request this round began with is answered; one made meanwhile earns another round."""
+    if requested:
+        ctx.redis.eval(_answered_script, 1, store.mailbox_key(user_id), requests.REQUESTED,
+                       requested)  # fmt: skip
 
 
 def _state(ctx: WorkerContext, user_id: str) -> dict[str, str]:
     raw = ctx.redis.hgetall(store.mailbox_key(user_id))
     return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _held(ctx: WorkerContext, user_id: str, staff: Staff, recorded: dict[str, Block]) -> Comparison:
+    """The blocks Coconut holds for the staff member, trusted over what Redis recorded (and
+    recorded in its place), and which of ours someone changed or deleted in Coconut."""
+    listed = list(ctx.coconut.absences(user=staff.id, source="external"))
+    comparison = compare(recorded, listed)
+    pipe = ctx.redis.pipeline()
+    pipe.delete(block_key(user_id))
+    if comparison.known:
+        pipe.hset(block_key(user_id), mapping={
+            e: json.dumps(asdict(b)) for e, b in comparison.known.items()
+        })  # fmt: skip
+    pipe.execute()
+    return comparison
+
+
+def _put_back(ctx: WorkerContext, user_id: str, changed: list[Changed], outcome: Outcome) -> None:
+    """Name, in the mailbox's warning, the blocks someone changed in Coconut that this round
+    put back (by the title the block shows now, never a private subject)."""
+    restored = [c for c in changed if c.event_id in outcome.titles]
+    if not restored:
+        return
+    names = ", ".join(f"'{outcome.titles[c.event_id]}' ({c.what})" for c in restored[:3])
+    more = f" and {len(restored) - 3} more" if len(restored) > 3 else ""
+    ctx.redis.hset(
+        store.mailbox_key(user_id), "warning",
+        f"busy blocks edited in Coconut were put back as Outlook has them: {names}{more}",
+    )  # fmt: skip
+    for change in restored:
+        log.info("busy_time.put_back", extra={"mailbox": user_id, "event_id": change.event_id,
+                                               "what": change.what})  # fmt: skip
+        audit.emit("busy_time.put_back", mailbox=user_id, event_id=change.event_id,
+                   what=change.what)  # fmt: skip
+
+
+def _marked(ctx: WorkerContext, user_id: str) -> dict[str, tuple[str, str]]:
+    """Our own projections in the mailbox by our mark (event id -> kind, item id): one paged
+    read, so a full round never takes one for a staff member's event however little Redis
+    remembers."""
+    deployment = ctx.settings.deployment_id
+    found = {}
+    for marked in exchange.list_marked(ctx, user_id, f"{deployment}:"):
+        mark = parse_mark(marked.mark)
+        if mark is not None and mark[0] == deployment:  # Graph compares case-insensitively
+            found[marked.event_id] = (mark[1], mark[2])
+    return found
 
 
 class _Stale(Exception):
@@ -191,16 +304,31 @@ def _code(exc: ODataError) -> str:
 # ---------------------------------------------------------------- applying a round
 
 
+@dataclass
+class Outcome:
+    """What a round changed in Coconut, and which items Coconut refused."""
+
+    made: int = 0
+    fixed: int = 0
+    removed: int = 0
+    refused: set[str] = field(default_factory=set)
+    titles: dict[str, str] = field(default_factory=dict)  # event id -> its block's title
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"made": self.made, "fixed": self.fixed, "removed": self.removed}
+
+
 def _apply(
-    ctx: WorkerContext, user_id: str, staff: Staff, items: list[Event], fresh: bool,
-    show_titles: bool, policy: EditPolicy,
-) -> None:  # fmt: skip
+    ctx: WorkerContext, user_id: str, staff: Staff, items: list[Event], known: dict[str, Block],
+    marked: dict[str, tuple[str, str]], *, full: bool, show_titles: bool, policy: EditPolicy,
+) -> Outcome:  # fmt: skip
     index = ProjectionIndex(ctx.redis)
-    known = _blocks(ctx, user_id)
     masters: dict[str, busy_time.Judged | None] = {}
     seen: set[str] = set()
     wanted: dict[str, tuple[AbsenceWrite, str]] = {}
     removals: set[str] = set()
+    unblocked: set[str] = set()  # listed, and needing no block
     series_listed: set[str] = set()
 
     for item in items:
@@ -212,10 +340,14 @@ def _apply(
                 _own_edited(ctx, user_id, ours, policy, deleted=True)
             removals |= {event_id} & known.keys()
             removals |= {e for e, b in known.items() if b.series == event_id}
+            unblocked.add(event_id)
             continue
         if ours is not None:
             if item.change_key is not None and item.change_key != ours.change_key:
                 _own_edited(ctx, user_id, ours, policy, deleted=False)
+            continue
+        if event_id in marked:  # ours, though the index forgot it: its own job rebuilds it
+            _requeue(ctx, *marked[event_id])
             continue
         kind = _type(item)
         if kind == "seriesMaster":
@@ -226,6 +358,7 @@ def _apply(
         judged = _judge(ctx, user_id, item, series, masters, show_titles)
         if judged is None:  # its master is gone: the occurrence goes with it
             removals |= {event_id} & known.keys()
+            unblocked.add(event_id)
             continue
         occurrence = _occurrence(item)
         if occurrence is None:
@@ -233,7 +366,8 @@ def _apply(
         desired = busy_time.block_for(occurrence, judged, staff.id, _zone(staff))
         if desired is None:
             removals |= {event_id} & known.keys()
-        elif event_id not in known and _carries_our_mark(ctx, user_id, item):
+            unblocked.add(event_id)
+        elif event_id not in known and not full and _carries_our_mark(ctx, user_id, item):
             continue
         else:
             wanted[event_id] = (desired, series)
@@ -243,19 +377,68 @@ def _apply(
     # never stored its delta link, so this one lists its event unless the event is gone.
     unlisted = [
         e for e, b in known.items()
-        if e not in seen and (fresh or b.pending or (b.series and b.series in series_listed))
+        if e not in seen and (full or b.pending or (b.series and b.series in series_listed))
     ]  # fmt: skip
     removals |= {e for e in unlisted if _gone(ctx, user_id, e)}
 
+    outcome = Outcome(titles={e: w.title for e, (w, _) in wanted.items()})
     for event_id, (desired, series) in wanted.items():
-        _upsert(ctx, user_id, event_id, desired, series, known.get(event_id))
+        try:
+            done = _upsert(ctx, user_id, event_id, desired, series, known.get(event_id))
+        except CoconutError as exc:
+            if exc.status not in REFUSED:
+                raise
+            _refused(ctx, user_id, event_id, desired, exc)
+            outcome.refused.add(event_id)
+            continue
+        outcome.made += done == "created"
+        outcome.fixed += done == "updated"
     removals -= wanted.keys()
     if holds.should_hold(len(removals), len(known), ctx.settings):
         holds.hold(ctx.redis, user_id, sorted(removals), total=len(known))
         log.warning("mailbox.removals_held", extra={"mailbox": user_id, "count": len(removals)})
-        return
+        removals = set()
     for event_id in removals:
         remove_block(ctx, user_id, event_id)
+        outcome.removed += 1
+    _settle_refusals(ctx, user_id, outcome.refused, wanted.keys() | removals | unblocked, full)
+    return outcome
+
+
+def _requeue(ctx: WorkerContext, kind: str, item_id: str) -> None:
+    func = SYNC_APPOINTMENT if kind == "appointment" else SYNC_ABSENCE
+    jobs.ensure_queued(ctx.queue, func, kind, item_id)
+
+
+def _refused(
+    ctx: WorkerContext, user_id: str, event_id: str, desired: AbsenceWrite, exc: CoconutError
+) -> None:
+    """Coconut would not take this one block: say which and why, and carry on with the rest."""
+    when = desired.start.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    label = f"busy block '{desired.title}' on {when}"
+    reason = f"Coconut answered {exc.status}: {exc}"
+    refusal = refusals.record(ctx.redis, user_id, event_id, label=label, reason=reason,
+                              status=exc.status or 0)  # fmt: skip
+    log.warning(
+        "busy_time.refused",
+        extra={
+            "mailbox": user_id,
+            "event_id": event_id,
+            "status": exc.status,
+            "attempts": refusal.attempts,
+        },
+    )
+    audit.emit("busy_time.refused", mailbox=user_id, event_id=event_id, status=exc.status,
+               attempts=refusal.attempts)  # fmt: skip
+
+
+def _settle_refusals(
+    ctx: WorkerContext, user_id: str, failed: set[str], touched: set[str], full: bool
+) -> None:
+    """Refused items that went through, or need no block any more, are refused no longer; a
+    full round read everything, so whatever it did not see refused is over."""
+    settled = {r.event_id for r in refusals.refused(ctx.redis, user_id)} if full else touched
+    refusals.clear(ctx.redis, user_id, settled - failed)
 
 
 def _removed(item: Event) -> bool:
@@ -398,18 +581,23 @@ def _blocks(ctx: WorkerContext, user_id: str) -> dict[str, Block]:
 def _upsert(
     ctx: WorkerContext, user_id: str, event_id: str, desired: AbsenceWrite, series: str,
     known: Block | None,
-) -> None:  # fmt: skip
-    digest = _digest(desired)
+) -> str:  # fmt: skip
+    """Make Coconut hold the block; returns "created", "updated" or "" (nothing to write)."""
+    wanted = digest(desired)
     version = desired.external_version or ""
-    if known is not None and known.digest == digest:
+    if known is not None and known.digest == wanted:
         if known.version != version:  # nothing for Coconut, but the next echo is known
             ctx.redis.hset(
                 block_key(user_id), event_id, json.dumps(asdict(replace(known, version=version)))
             )
-        return
+        return ""
+    absence = None
     if known is not None and not known.pending:
-        absence = ctx.coconut.update_absence(known.absence_id, desired)
-    else:
+        try:
+            absence = ctx.coconut.update_absence(known.absence_id, desired)
+        except NotFound:  # deleted in Coconut under us: made again, not updated
+            log.info("busy_time.recreated", extra={"mailbox": user_id, "event_id": event_id})
+    if absence is None:
         # Pending first: should this worker die before Coconut's answer is recorded, the next
         # round still knows a block may exist for this event, and removes it if it must go.
         pending = Block(0, series, "")
@@ -421,13 +609,20 @@ def _upsert(
             if exc.existing_id is None:
                 raise
             absence = ctx.coconut.update_absence(exc.existing_id, desired)
-    block = Block(absence.id, series, digest, version)
+        except CoconutError as exc:
+            if exc.status in REFUSED:
+                ctx.redis.hdel(block_key(user_id), event_id)  # refused: nothing was made
+            raise
+        done = "created"
+    else:
+        done = "updated"
+    block = Block(absence.id, series, wanted, version)
     ctx.redis.hset(block_key(user_id), event_id, json.dumps(asdict(block)))
     audit.emit(
-        "busy_time.updated" if known is not None and not known.pending else "busy_time.created",
-        mailbox=user_id, event_id=event_id, absence_id=str(absence.id),
+        f"busy_time.{done}", mailbox=user_id, event_id=event_id, absence_id=str(absence.id),
         staff_id=str(desired.user_id),
     )  # fmt: skip
+    return done
 
 
 def forget_mailbox(user_id: str) -> int:
@@ -446,7 +641,7 @@ def forget_mailbox(user_id: str) -> int:
         record = manager.for_mailbox(ctx, user_id)
         if record is not None:
             manager.delete(ctx, record.subscription_id)
-        ctx.redis.hdel(store.mailbox_key(user_id), "delta_link", "window_start")
+        requests.forget_cursor(ctx.redis, user_id)
     log.info("mailbox.forgotten", extra={"mailbox": user_id, "blocks": removed})
     return removed
 
@@ -466,10 +661,3 @@ def remove_block(ctx: WorkerContext, user_id: str, event_id: str) -> None:
         audit.emit(
             "busy_time.removed", mailbox=user_id, event_id=event_id, absence_id=str(absence_id)
         )
-
-
-def _digest(desired: AbsenceWrite) -> str:
-    fields = asdict(desired)
-    fields.pop("external_version")  # a new changeKey alone changes nothing in Coconut
-    raw = json.dumps(fields, sort_keys=True, default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:32]

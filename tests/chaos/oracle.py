@@ -33,6 +33,7 @@ from core.marks import MARK_PROPERTY_ID, parse_mark
 from tests.chaos.world import POSITIVE_SIGNALS, World
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET
 from workers import busy_time
+from workers.mailboxes import sync_window
 from workers.projection import Templates, absence_event, appointment_event, is_live
 
 DEPLOYMENT = "exsync"
@@ -107,10 +108,10 @@ def snapshot(world: World) -> Snapshot:
             mark = _mark(event)
             if mark is not None:
                 marked[mark].append((user_id, event))
-    start, end = _window()
     mails = {u["id"]: u["mail"] for u in graph_state["users"]}
     instances = {
-        uid: world.calendar_view(mails[uid], start=start, end=end) for uid in mailboxes.values()
+        uid: world.calendar_view(mails[uid], *sync_window(uid, PAST_DAYS, FUTURE_DAYS))
+        for uid in mailboxes.values()
     }
     return Snapshot(
         staff,
@@ -376,9 +377,3 @@ def _mark(event: dict[str, Any]) -> str | None:
 
 def _utc(value: str) -> datetime:
     return datetime.fromisoformat(value[:19]).replace(tzinfo=UTC)
-
-
-def _window() -> tuple[datetime, datetime]:
-    """The workers' window: whole UTC days (workers.mailboxes._window)."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=PAST_DAYS), today + timedelta(days=FUTURE_DAYS)

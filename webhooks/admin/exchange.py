@@ -18,7 +18,7 @@ import logging
 from flask import Blueprint, current_app, flash, redirect, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from core import connection, jobs
+from core import connection, connection_state, jobs, reconcile
 from core.connection import Connection, Status
 from webhooks.admin import authorize, pages
 from webhooks.admin.auth import require_admin
@@ -30,6 +30,8 @@ bp = Blueprint("admin_exchange", __name__)
 INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 INITIAL_SYNC_ITEM = "exchange"
 INITIAL_SYNC_TIMEOUT = 6 * 3600
+# Settings that change what the sync makes: saving a new value reconciles what exists.
+RULES = ("show_event_titles", "sync_past_days", "sync_future_days", "edit_policy")
 
 
 def _services():  # type: ignore[no-untyped-def]
@@ -83,6 +85,11 @@ def save() -> tuple[str, int] | BaseResponse:
         services.redis, _box(), form.connection(), form.client_secret.data or None
     )
     log.info("exchange.settings_saved", extra={"tenant": saved.tenant_id, "cloud": saved.cloud})
+    changed = [name for name in RULES if getattr(stored, name) != getattr(saved, name)]
+    if changed and saved.status == Status.CONNECTED:
+        # What exists was made by the old rules: every mailbox is reconciled under the new.
+        count = reconcile.request_all(services.queue, f"settings changed: {', '.join(changed)}")
+        log.info("exchange.reconcile_requested", extra={"mailboxes": count})
     if saved.status == Status.CONNECTED:
         flash("Saved.", "ok")
     else:
@@ -193,6 +200,9 @@ def _page(form: ConfigurationForm, stored: Connection, status: int = 200) -> tup
         status=status,
         form=form,
         stored=stored,
+        # What the status card says comes from the rule every screen reads: an environment-only
+        # setup (the demo) shows as the connection it is, not as "Not configured".
+        link=connection_state.current(_services().redis, _services().settings),
         cloud=cloud,
         sign_in_authority=f"{cloud.authority}/{tenant}",
         callback_url=callback_url(),
