@@ -30,7 +30,7 @@ def _settings(*required: str) -> Settings:
     try:
         settings = load_settings().require(*required)
     except SettingsError as exc:
-        click.echo(f"exsync: {exc}", err=True)
+        click.echo(f"exsync: {exc} (set in the environment; README, Configuration)", err=True)
         sys.exit(EXIT_CONFIG)
     logs.configure(settings.log_level, settings.log_format)
     jobs.configure(settings.job_retries, settings.job_timeout)
@@ -145,21 +145,25 @@ def emulate(service: str, args: tuple[str, ...]) -> None:
 
     `exsync emulate graph --help` and `exsync emulate coconut --help` list their options.
     """
-    # A separate program reached over HTTP, like the real service: nothing here imports it.
+    # A separate program reached over HTTP, like the real service: nothing here imports it. It
+    # is told the command's name, so its usage and errors say `exsync emulate graph`.
+    os.environ["EXSYNC_EMULATOR_PROG_NAME"] = f"exsync emulate {service}"
     os.execvp(sys.executable, [sys.executable, "-m", f"emulators.{service}", *args])
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for every process.")
 @click.option("--port", default=8000, show_default=True, help="Web port; others follow it.")
-def demo(host: str, port: int) -> None:
+@click.option("--keep", is_flag=True, help="Keep the work folder (logs, Redis AOF) on exit.")
+def demo(host: str, port: int, keep: bool) -> None:
     """Run everything at once, seeded.
 
-    Both emulators, Redis if needed, web, a worker and the scheduler; Ctrl-C stops them.
+    Both emulators, Redis if needed, web, a worker and the scheduler; Ctrl-C stops them. Your
+    EXSYNC_* settings reach every process, except those the demo wires itself.
     """
     from exsync.demo import run_demo
 
-    sys.exit(run_demo(host, port))
+    sys.exit(run_demo(host, port, keep))
 
 
 @main.command()
@@ -169,29 +173,28 @@ def status(as_json: bool) -> None:
 
     The connection, the initial sync, the queue (waiting, oldest, running, failed), the
     subscriptions expiring within a day, mailboxes in error and every staff member's row as on
-    the User Accounts tab. Exit 1 when a staff member or mailbox is in error or a job failed.
+    the User Accounts tab. Exit 1 when nothing syncs (not connected, disconnected, to
+    re-authorize), a staff member or mailbox is in error, Coconut refused an item, or a job
+    failed.
     """
     import json
     from dataclasses import asdict
 
-    from core import connection, ops_state, staff_status
+    from core import ops_state, staff_status
     from core.progress import progress
 
     settings = _settings()
     conn = store.connect(settings.redis_url)
-    stored = connection.load(conn)
-    configured = stored.status != connection.Status.NOT_CONFIGURED
-    polling = not (stored.impersonation if configured else settings.impersonation)
-    rows = staff_status.rows(conn, polling=polling)
+    link, rows = staff_status.current(conn, settings)
     initial = progress(conn)
     queue = ops_state.queue_state(conn, settings.queue_name)
     subscriptions = ops_state.subscription_state(conn)
     broken = ops_state.mailboxes_in_error(conn)
     counts = staff_status.counts(rows)
-    access = "polling" if polling else "subscriptions"
     if as_json:
         out = {
-            "connection": stored.status, "access": access,
+            "connection": link.link, "syncing": link.syncing, "access": link.access,
+            "connection_detail": f"{link.headline}. {link.detail}",
             "initial_sync": {"state": initial.state, "done": initial.done, "total": initial.total},
             "queue": asdict(queue),
             "subscriptions": asdict(subscriptions),
@@ -201,7 +204,8 @@ def status(as_json: bool) -> None:
         }  # fmt: skip
         click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(f"connection: {stored.status}   access: {access}")
+        click.echo(f"connection: {link.link}   access: {link.access}")
+        click.echo(f"  {link.headline}. {link.detail}")
         click.echo(f"initial sync: {initial.state} ({initial.done}/{initial.total} items)")
         click.echo(
             f"queue: {queue.depth} waiting (oldest {queue.oldest_waiting_seconds:.0f} s)   "
@@ -214,18 +218,23 @@ def status(as_json: bool) -> None:
         click.echo(f"mailboxes in error: {len(broken)}")
         for m in broken:
             click.echo(f"  {m.address or m.mailbox:<40} {m.problem}")
-        click.echo(
-            f"syncing {counts[staff_status.State.SYNCING]}   warnings "
-            f"{counts[staff_status.State.WARNING]}   errors {counts[staff_status.State.ERROR]}"
-        )
+        shown = [("syncing", "syncing"), ("warning", "warnings"), ("error", "errors")]
+        if counts[staff_status.State.NOT_CONNECTED]:
+            shown.append(("not_connected", "not connected"))
+        click.echo("   ".join(f"{label} {counts[staff_status.State(s)]}" for s, label in shown))
         for r in rows:
             detail = f"  {r.problem}" if r.problem else ""
             click.echo(
-                f"  {r.state:<10} {r.name:<24} {r.mailbox or '-':<32} "
+                f"  {r.state:<13} {r.name:<24} {r.mailbox or '-':<32} "
                 f"{r.subscription or '-':<8} {r.to_exchange}/{r.to_coconut}{detail}"
             )
-    problem = counts[staff_status.State.ERROR] or broken or queue.failed
-    sys.exit(EXIT_PROBLEM if problem else 0)
+            for item in r.refused:
+                click.echo(f"      refused: {item.text} (attempt {item.attempts})")
+            if r.reconciliation:
+                click.echo(f"      {r.reconciliation}")
+    refused = any(r.refused for r in rows)
+    problem = not link.syncing or counts[staff_status.State.ERROR] or broken or refused
+    sys.exit(EXIT_PROBLEM if problem or queue.failed else 0)
 
 
 @main.command("initial-sync")

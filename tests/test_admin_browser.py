@@ -125,7 +125,7 @@ def test_an_admin_connects_exchange_and_watches_the_initial_sync(
 
     wait_until(all_gone, 60, what="our subscriptions, events and blocks removed")
     page.reload()
-    expect(page.locator(".status")).to_contain_text("Not connected yet")
+    expect(page.locator(".status")).to_contain_text("Disconnected")
 
 
 def test_authorizing_as_another_account_is_refused_by_name(system: System, page: Page) -> None:

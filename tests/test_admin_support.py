@@ -4,6 +4,7 @@ the CSRF token from the page it last read, as a real form post would."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -12,8 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from core.secrets import generate_key
+from core import connection, store
+from core.secrets import SecretBox, generate_key
 from core.settings import load_settings
+from core.staff_status import ROSTER_KEY
 from exsync import admin_users
 from webhooks.app import create_app
 
@@ -82,3 +85,34 @@ def valid_settings(**changes: str | None) -> dict[str, str]:
     }
     form.update(changes)
     return {k: v for k, v in form.items() if v is not None}
+
+
+def a_staff_member(
+    conn: redis.Redis, staff_id: str, email: str, user_id: str = "", *,
+    takes_appointments: bool = True, **state: str,
+) -> None:  # fmt: skip
+    """A rostered staff member as the directory job records one, matched to `user_id`."""
+    person = {"name": email.split("@")[0].title(), "email": email,
+              "takes_appointments": takes_appointments}  # fmt: skip
+    conn.hset(ROSTER_KEY, staff_id, json.dumps(person))
+    if user_id:
+        conn.hset(store.key("staff", staff_id), mapping={"user_id": user_id, "address": email})
+        conn.hset(store.mailbox_key(user_id), mapping={"staff_id": staff_id, "address": email})
+    if state:
+        conn.hset(store.key("staff", staff_id), mapping=state)
+
+
+def save_connection(conn: redis.Redis, **changes: Any) -> connection.Connection:
+    """The Configuration tab saved (not authorized yet), as the settings page stores it."""
+    fields: dict[str, Any] = {
+        "tenant_id": TENANT, "client_id": "1f4c8c2e-0a7d-4d8e-9b3b-2a1e5c6d7f80",
+        "service_account": "sync@bank.example", **changes,
+    }  # fmt: skip
+    config = connection.Connection(**fields)
+    return connection.save_configuration(conn, SecretBox(generate_key()), config, CLIENT_SECRET)
+
+
+def connect(conn: redis.Redis) -> None:
+    """Saved and authorized: what the callback stores once the service account signed in."""
+    save_connection(conn)
+    connection.mark_connected(conn, SecretBox(generate_key()), "refresh", "sync@bank.example")

@@ -8,10 +8,13 @@ import os
 
 import click
 import pytest
+import redis
 
+from core import connection
 from exsync.cli import main
 from tests.cli_support import invoke, run
 from tests.harness import TENANT
+from tests.test_admin_support import connect, save_connection
 
 UNREACHABLE = "redis://:hunter2-redis-password@127.0.0.1:1/0"
 # The worker settings the Graph chores insist on, pointing nowhere: Redis is asked first.
@@ -121,3 +124,32 @@ def test_exsync_runs_as_a_module_with_every_command() -> None:
     assert done.stdout.startswith("Usage: exsync ")
     for name in ("resync", "subscriptions", "holds", "status", "failed", "admin"):
         assert f"  {name} " in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("after", "code"),
+    [
+        ("connected", 0),
+        ("saved, never authorized", 1),
+        ("disconnecting", 1),
+        ("disconnected", 1),
+        ("reauthorize", 1),
+    ],
+)
+def test_status_exits_1_when_the_connection_does_not_sync(
+    redis_url: str, redis_conn: redis.Redis, after: str, code: int
+) -> None:
+    """Nothing syncing is a problem the command found (1), not bad usage or configuration (2)."""
+    if after == "saved, never authorized":
+        save_connection(redis_conn)
+    else:
+        connect(redis_conn)
+    if after == "disconnecting":
+        connection.mark_disconnecting(redis_conn)
+    elif after == "disconnected":
+        connection.mark_disconnecting(redis_conn)
+        connection.mark_disconnected(redis_conn)
+    elif after == "reauthorize":
+        connection.mark_reauthorize(redis_conn)
+    done = invoke(redis_url, "status")
+    assert done.exit_code == code, done.output

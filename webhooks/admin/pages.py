@@ -23,5 +23,6 @@ def render(template: str, status: int = 200, **context: object) -> tuple[str, in
 def refusal(status: int, title: str, reason: str) -> tuple[Response | str, int]:
     """A 4xx/5xx that says why, as a page or as `{"error", "reason"}`."""
     if wants_html():
-        return render_template("admin/refused.html", title=title, reason=reason), status
+        page = render_template("admin/refused.html", title=title, reason=reason, status=status)
+        return page, status
     return jsonify(error=title, reason=reason), status

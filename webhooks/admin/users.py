@@ -5,8 +5,9 @@
     POST /admin/exchange/users/recheck          `which=failed|all`: re-match and resync
     GET  /admin/api/users                       the same rows as JSON (bearer tokens welcome)
 
-Rows come from core.staff_status (Redis only); the levers queue jobs by dotted path, so this
-process never calls Graph or Coconut.
+Rows come from core.staff_status (Redis only), read with the connection's state by the same
+function `exsync status` uses; the levers queue jobs by dotted path, so this process never
+calls Graph or Coconut.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import asdict
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from core import connection, jobs, staff_status, store
+from core import jobs, staff_status, store
+from core.connection_state import ConnectionState
 from core.progress import progress
 from core.resync import SYNC_STAFF, queue_resync
 from core.staff_status import State
@@ -30,22 +32,20 @@ EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 STAFF_ID = re.compile(r"[0-9]{1,20}")  # ASCII: RQ job ids refuse other scripts' digits
 
 
-def _rows() -> list[staff_status.StaffRow]:
+def _current() -> tuple[ConnectionState, list[staff_status.StaffRow]]:
     services = current_app.extensions["exsync"]
-    stored = connection.load(services.redis)
-    polling = (
-        not stored.impersonation
-        if stored.status != "not_configured"
-        else (not services.settings.impersonation)
-    )
-    return staff_status.rows(services.redis, polling=polling)
+    return staff_status.current(services.redis, services.settings)
+
+
+def _rows() -> list[staff_status.StaffRow]:
+    return _current()[1]
 
 
 @bp.get("/admin/exchange/users")
 @require_admin
 def users() -> tuple[str, int]:
     services = current_app.extensions["exsync"]
-    every = _rows()
+    link, every = _current()
     shown_state = request.args.get("state", "")
     query = request.args.get("q", "").strip().lower()
     shown = [
@@ -60,7 +60,8 @@ def users() -> tuple[str, int]:
         counts=staff_status.counts(every),
         shown_state=shown_state,
         query=query,
-        display_name=connection.load(services.redis).display_name,
+        link=link,
+        display_name=link.stored.display_name,
         initial=initial,
         manual=services.settings.manual_user_sync,
         per_user={u.staff_id: u for u in initial.users},
@@ -134,8 +135,12 @@ def recheck() -> BaseResponse:
 @bp.get("/admin/api/users")
 @require_admin
 def users_json() -> Response:
-    every = _rows()
+    link, every = _current()
     return jsonify(
+        connection={
+            "state": str(link.link), "syncing": link.syncing, "access": link.access,
+            "headline": link.headline, "detail": link.detail,
+        },
         counts={str(k): v for k, v in staff_status.counts(every).items()},
         users=[{**asdict(row), "state": str(row.state)} for row in every],
-    )
+    )  # fmt: skip
