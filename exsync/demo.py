@@ -4,6 +4,16 @@ Starts Redis (REDIS_URL if set, else a `redis-server` on PATH, else fakeredis' i
 server), the Graph and Coconut emulators with a few staff, appointments and Outlook events, the
 web app, one worker and the scheduler, all wired to each other; prints where each listens, and
 stops everything on Ctrl-C.
+
+Every process gets the `EXSYNC_*` settings the user set (a shorter safety net, say), except the
+ones the demo wires itself (where Redis, Graph and Coconut are, their credentials, the keys);
+`Settings` checks them before anything starts. The same settings go to `exsync.env` in the work
+folder, and the banner prints the line that loads them into another shell, so `exsync status`
+and every other command reach this demo. That file beats the CLI looking for a running demo on
+its own: nothing in a production CLI changes with a file it happens to find, and the commands
+that call Graph or Coconut need the emulators' addresses, CA and the demo's key, not only Redis.
+The work folder (logs, Redis' AOF, the emulator's CA, `exsync.env`) is removed on exit unless
+`--keep` is given, or something failed and its logs are wanted.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +38,7 @@ from cryptography.fernet import Fernet
 from rq import Queue
 
 from core import jobs
+from core.settings import ENV_PREFIX, SettingsError, load_settings
 from exsync.admin_users import add_user
 from exsync.processes import Process, ProcessExited, wait_until
 
@@ -35,11 +47,28 @@ GRAPH_APP = ("exsync-demo-app", "exsync-demo-secret")
 COCONUT_APP = ("exsync-demo", "coconut-demo-secret")
 WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"  # noqa: S105 - demo only
 ADMIN_EMAIL = "admin@demo.example"
+# The Graph emulator's mailbox to sign in as at Authorize (not a Coconut staff member).
+SERVICE_ACCOUNT = "sync@contoso.example"
 INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
+ENV_FILE = "exsync.env"
+# The demo's own choices a user's setting overrides (the rest of the wiring it never gives up).
+DEMO_DEFAULTS = {"EXSYNC_SHOW_EVENT_TITLES": "true"}
 
 
-def run_demo(host: str, port: int) -> int:
+def run_demo(host: str, port: int, keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="exsync-demo-"))
+    fate = "kept on exit" if keep else "removed on exit; --keep keeps it"
+    click.echo(f"exsync demo: work folder {workdir} ({fate})")
+    code = _run(workdir, host, port)
+    if keep or code == 1:  # 1: a process failed, and its log is in there
+        click.echo(f"exsync demo: kept its work folder {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+        click.echo(f"exsync demo: removed its work folder {workdir}")
+    return code
+
+
+def _run(workdir: Path, host: str, port: int) -> int:
     graph_port, coconut_port = _free(host, port + 1), _free(host, port + 2)
     web_url = f"http://{host}:{port}"
     graph_url = f"https://{host}:{graph_port}"
@@ -54,7 +83,8 @@ def run_demo(host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         redis_url, redis_note = _redis(workdir, host, _free(host, port + 3), children)
-        env = _environment(redis_url, web_url, graph_url, coconut_url, workdir)
+        env, passed, ignored = _environment(redis_url, web_url, graph_url, coconut_url, workdir)
+        _write_env_file(workdir / ENV_FILE, env)
         python = sys.executable
 
         def spawn(name: str, *argv: str) -> Process:
@@ -65,6 +95,7 @@ def run_demo(host: str, port: int) -> int:
         graph = spawn(
             "graph-emulator", python, "-m", "emulators.graph", "--host", host,
             "--port", str(graph_port), "--ca-file", str(workdir / "graph-ca.pem"), "--users", "3",
+            "--service-account", SERVICE_ACCOUNT,
         )  # fmt: skip
         coconut = spawn(
             "coconut-emulator", python, "-m", "emulators.coconut", "--host", host,
@@ -77,6 +108,10 @@ def run_demo(host: str, port: int) -> int:
         wait_until(lambda: _answers(f"{web_url}/healthz"), 30, what="the web app")
         spawn("worker", python, "-m", "exsync.cli", "worker", "--host", host, "--port", "0")
         spawn("scheduler", python, "-m", "exsync.cli", "scheduler", "--host", host, "--port", "0")
+    except SettingsError as exc:
+        click.echo(f"exsync demo: {exc}", err=True)
+        _stop_all(children)
+        return 2
     except (ProcessExited, TimeoutError, OSError) as exc:
         click.echo(f"exsync demo: could not start: {exc}", err=True)
         _stop_all(children)
@@ -87,9 +122,10 @@ def run_demo(host: str, port: int) -> int:
     add_user(conn, ADMIN_EMAIL, admin_password)
     # The demo's Graph app comes from the environment, already consented: sync what exists now,
     # as Authorize does on a real connection.
-    jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync", "exchange")
+    queue = Queue(env.get("EXSYNC_QUEUE_NAME", "exsync"), connection=conn)
+    jobs.ensure_queued(queue, INITIAL_SYNC, "initial_sync", "exchange")
     _print_started(redis_note, web_url, graph_url, coconut_url, workdir)
-    click.echo(f"  {'admin sign-in':<17} {web_url}/admin  as {ADMIN_EMAIL} / {admin_password}")
+    _print_next_steps(web_url, graph_url, workdir, admin_password, passed, ignored)
     click.echo("Press Ctrl-C to stop.")
     code = _watch(children, stopping)
     _stop_all(children)
@@ -99,29 +135,47 @@ def run_demo(host: str, port: int) -> int:
 
 def _environment(
     redis_url: str, web_url: str, graph_url: str, coconut_url: str, workdir: Path
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXSYNC_")}
-    env.update(
-        EXSYNC_REDIS_URL=redis_url,
-        EXSYNC_PUBLIC_URL=web_url,
-        EXSYNC_TENANT_ID=TENANT,
-        EXSYNC_CLIENT_ID=GRAPH_APP[0],
-        EXSYNC_CLIENT_SECRET=GRAPH_APP[1],
-        EXSYNC_GRAPH_URL=f"{graph_url}/v1.0",
-        EXSYNC_AUTHORITY=graph_url,
-        EXSYNC_GRAPH_CA_FILE=str(workdir / "graph-ca.pem"),
-        EXSYNC_COCONUT_URL=f"{coconut_url}/api/v2/b2b",
-        EXSYNC_COCONUT_CLIENT_ID=COCONUT_APP[0],
-        EXSYNC_COCONUT_CLIENT_SECRET=COCONUT_APP[1],
-        EXSYNC_COCONUT_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        EXSYNC_SHOW_EVENT_TITLES="true",
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """Every child's environment; with the user's EXSYNC_* settings passed on, and those the
+    demo's wiring overrides. Raises SettingsError when a passed-on setting is invalid."""
+    wiring = {
+        "EXSYNC_REDIS_URL": redis_url,
+        "EXSYNC_PUBLIC_URL": web_url,
+        "EXSYNC_TENANT_ID": TENANT,
+        "EXSYNC_CLIENT_ID": GRAPH_APP[0],
+        "EXSYNC_CLIENT_SECRET": GRAPH_APP[1],
+        "EXSYNC_GRAPH_URL": f"{graph_url}/v1.0",
+        "EXSYNC_AUTHORITY": graph_url,
+        "EXSYNC_GRAPH_CA_FILE": str(workdir / "graph-ca.pem"),
+        "EXSYNC_COCONUT_URL": f"{coconut_url}/api/v2/b2b",
+        "EXSYNC_COCONUT_CLIENT_ID": COCONUT_APP[0],
+        "EXSYNC_COCONUT_CLIENT_SECRET": COCONUT_APP[1],
+        "EXSYNC_COCONUT_WEBHOOK_SECRET": WEBHOOK_SECRET,
         # The admin pages' "worldwide" cloud is the Graph emulator here.
-        EXSYNC_CLOUD_OVERRIDE_GRAPH_URL=f"{graph_url}/v1.0",
-        EXSYNC_CLOUD_OVERRIDE_AUTHORITY=graph_url,
-        EXSYNC_SECRET_KEY=Fernet.generate_key().decode(),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+        "EXSYNC_CLOUD_OVERRIDE_GRAPH_URL": f"{graph_url}/v1.0",
+        "EXSYNC_CLOUD_OVERRIDE_AUTHORITY": graph_url,
+        "EXSYNC_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+    users = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    passed = {k: v for k, v in users.items() if k not in wiring}
+    ignored = sorted(k for k in users if k in wiring)
+    settings = {**DEMO_DEFAULTS, **passed, **wiring}
+    fields = {k[len(ENV_PREFIX) :].lower(): v for k, v in settings.items()}
+    fields.pop("redis_url")  # read through its aliases only; a URL needs no checking here
+    load_settings(**fields)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(settings, PYTHONUNBUFFERED="1")
+    return env, sorted(passed), ignored
+
+
+def _write_env_file(path: Path, env: dict[str, str]) -> None:
+    """The demo's settings as a shell file: `. FILE` in another shell reaches this demo."""
+    lines = [f"# exsync demo: load with  . {path}"]
+    lines += [
+        f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()) if k.startswith(ENV_PREFIX)
+    ]
+    path.touch(mode=0o600)  # it holds the demo's secret key
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _redis(workdir: Path, host: str, port: int, children: list[Process]) -> tuple[str, str]:
@@ -204,6 +258,30 @@ def _print_started(
     click.echo("exsync demo is running:")
     for name, where in rows:
         click.echo(f"  {name:<17} {where}")
+
+
+def _print_next_steps(
+    web_url: str, graph_url: str, workdir: Path, admin_password: str, passed: list[str],
+    ignored: list[str],
+) -> None:  # fmt: skip
+    ca_file = workdir / "graph-ca.pem"
+    rows = [
+        ("exsync commands", f". {workdir / ENV_FILE}   (paste in another shell, then e.g. "
+                            "exsync status)"),
+        ("admin sign-in", f"{web_url}/admin  as {ADMIN_EMAIL} / {admin_password}"),
+        ("authorize", f"Configuration tab: tenant {TENANT}, client {GRAPH_APP[0]} / "
+                      f"{GRAPH_APP[1]}, service account {SERVICE_ACCOUNT}"),
+        ("certificate", f"Authorize opens the Graph emulator's sign-in at {graph_url}: the "
+                        "browser warns about its certificate (from the emulator's own CA, "
+                        f"{ca_file}); continue past the warning, or trust that file: "
+                        "docs/demo.md"),
+    ]  # fmt: skip
+    if passed:
+        rows.append(("your settings", ", ".join(passed) + " (passed to every process)"))
+    if ignored:
+        rows.append(("not used", ", ".join(ignored) + " (the demo wires its own)"))
+    for name, what in rows:
+        click.echo(f"  {name:<17} {what}")
 
 
 def _watch(children: list[Process], stopping: threading.Event) -> int:

@@ -1,9 +1,13 @@
 """`exsync subscriptions list|create|renew|delete` and `exsync holds list|release|discard`.
 
-A process of its own, so unlike the web app it may call Graph and Coconut directly (with the
-workers' settings). Each command prints what it did and exits 0; 1 when Graph or Coconut
-refused or the item is not ours; 2 for bad usage, an unknown staff member, or a Graph
-credential that yields no token (a configuration problem).
+A process of its own, so unlike the web app it may call Graph and Coconut directly, with the
+credential a worker would use now (core.graph_access): the connection the admin authorized on
+the Configuration tab, read from Redis, else the EXSYNC_TENANT_ID / EXSYNC_CLIENT_ID /
+EXSYNC_CLIENT_SECRET settings. Coconut's API is only ever in the environment
+(EXSYNC_COCONUT_URL and its client), so only the commands that call Coconut ask for it. Each
+command prints what it did and exits 0; 1 when Graph or Coconut refused or the item is not
+ours; 2 for bad usage, an unknown staff member, a missing setting (the message says which and
+where to set it), or a Graph credential that yields no token (a configuration problem).
 """
 
 from __future__ import annotations
@@ -19,18 +23,65 @@ import click
 
 from core.settings import Settings
 
-REQUIRED = ("tenant_id", "client_id", "coconut_url")
 P = ParamSpec("P")
 R = TypeVar("R")
+CONFIGURATION_TAB = "Settings > Integrations & API > Microsoft Exchange > Configuration"
 
 
-def _context(settings: Settings):  # type: ignore[no-untyped-def]
+def _context(settings: Settings, *, graph: bool = False, coconut: bool = False):  # type: ignore[no-untyped-def]
+    """A worker's context for a command that calls Graph and/or Coconut; exits 2 naming what is
+    missing, and where to set it, before either is called."""
     from workers.context import WorkerContext, install
 
     ctx = WorkerContext(settings)
     ctx.redis.ping()  # Redis first: unreachable exits 3 before Graph or Coconut is called
+    problems = [
+        *([_graph_problem(settings, ctx.redis)] if graph else []),
+        *([_coconut_problem(settings)] if coconut else []),
+    ]
+    if any(problems):
+        from exsync.cli import EXIT_CONFIG
+
+        for problem in filter(None, problems):
+            click.echo(f"exsync: {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
     install(ctx)
     return ctx
+
+
+def _graph_problem(settings: Settings, conn: Any) -> str | None:
+    """Why no Graph credential can be had by the workers' rule, or None."""
+    from core import connection, graph_access
+
+    try:
+        graph_access.current(settings, conn)
+    except graph_access.NotConfigured:
+        stored = connection.load(conn)
+        if stored.status in graph_access.AUTHORIZED:
+            account = stored.connected_account or "the service account"
+            return (
+                f"the Exchange connection (authorized as {account}) is stored in Redis "
+                "encrypted: set EXSYNC_SECRET_KEY in the environment to the key the web app has"
+            )
+        return (
+            "this command calls Microsoft Graph and no Exchange connection is authorized: "
+            f"authorize one in the admin pages ({CONFIGURATION_TAB}), or set EXSYNC_TENANT_ID, "
+            "EXSYNC_CLIENT_ID and EXSYNC_CLIENT_SECRET in the environment"
+        )
+    except graph_access.Misconfigured as exc:
+        where = "in the environment" if exc.source == "environment" else "on the Configuration tab"
+        return f"the Graph app registration {where} is incomplete: {exc}"
+    return None
+
+
+def _coconut_problem(settings: Settings) -> str | None:
+    if settings.coconut_url:
+        return None
+    return (
+        "this command calls Coconut: set EXSYNC_COCONUT_URL (with EXSYNC_COCONUT_CLIENT_ID and "
+        "EXSYNC_COCONUT_CLIENT_SECRET) in the environment, as the workers have them; Coconut's "
+        "API settings are not kept in Redis"
+    )
 
 
 def _remote(command: Callable[P, R]) -> Callable[P, R]:
@@ -112,7 +163,7 @@ def create(user: str | None, every: bool) -> None:
 
     if bool(user) == every:
         raise click.UsageError("name a staff email or id, or pass --all")
-    ctx = _context(_settings(*REQUIRED))
+    ctx = _context(_settings(), graph=True, coconut=True)
     if every:
         click.echo(f"reconciled: {manager.reconcile(ctx)}")
         return
@@ -161,7 +212,7 @@ def renew(subscription_ids: tuple[str, ...], every: bool) -> None:
     from exsync.cli import EXIT_PROBLEM, _settings
     from subscriptions import manager
 
-    ctx = _context(_settings(*REQUIRED))
+    ctx = _context(_settings(), graph=True)
     ours, strangers = _ours(ctx, subscription_ids, every)
     lost = []
     for sub_id in ours:
@@ -192,7 +243,7 @@ def delete(subscription_ids: tuple[str, ...], every: bool) -> None:
     from exsync.cli import _settings
     from subscriptions import manager
 
-    ctx = _context(_settings(*REQUIRED))
+    ctx = _context(_settings(), graph=True)
     ours, strangers = _ours(ctx, subscription_ids, every)
     for sub_id in ours:
         manager.delete(ctx, sub_id)
@@ -246,7 +297,7 @@ def release(user_id: str) -> None:
     from exsync.cli import _settings
     from workers.holds import release_holds
 
-    ctx = _context(_settings(*REQUIRED))
+    ctx = _context(_settings(), coconut=True)
     _held(ctx.redis, user_id)
     click.echo(f"released: {release_holds(user_id)} busy block(s) removed")
 

@@ -9,6 +9,7 @@ webhook sender threads, and prints
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -18,6 +19,8 @@ from emulators.coconut.deliveries import Sender
 from emulators.coconut.seed import seed as seed_tenant
 from emulators.coconut.store import EVENTS, Settings, Store
 from emulators.serving import serve
+
+PROG_NAME_VARIABLE = "EXSYNC_EMULATOR_PROG_NAME"
 
 
 @click.command()
@@ -124,4 +127,6 @@ def _ready(url: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `exsync emulate SERVICE` runs this module and names itself here, so usage and errors show
+    # the command that was typed, not `python -m emulators.SERVICE`.
+    sys.exit(main(prog_name=os.environ.get(PROG_NAME_VARIABLE)))

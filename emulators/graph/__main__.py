@@ -2,24 +2,29 @@
 
 Serves Entra's token endpoints, Graph v1.0 and `/_emulator` over HTTPS with cheroot's threaded
 server (emulators.serving), writes the CA certificate to F, starts the notification sender and
-prints `graph emulator ready at https://HOST:PORT` once it accepts connections.
+prints `graph emulator ready at https://HOST:PORT` once it accepts connections. With
+`--service-account EMAIL` it also has the mailbox an admin signs in as at Authorize.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from emulators.graph.app import create_app
+from emulators.graph.auth import add_service_account
 from emulators.graph.faults import Faults
 from emulators.graph.notify import Notifier
 from emulators.graph.seed import seed
 from emulators.graph.store import Settings, Store
 from emulators.graph.tls import server_files
 from emulators.serving import serve
+
+PROG_NAME_VARIABLE = "EXSYNC_EMULATOR_PROG_NAME"
 
 
 @click.command()
@@ -63,6 +68,12 @@ from emulators.serving import serve
 )
 @click.option("--domain", default="contoso.example", show_default=True)
 @click.option(
+    "--service-account",
+    default="",
+    help="A mailbox to sign in as at Authorize (e.g. sync@contoso.example), named on the sign-in "
+    "page; every seeded mailbox's calendar is shared with it (write), for delegated access.",
+)
+@click.option(
     "--max-concurrency",
     type=click.IntRange(1),
     default=4,
@@ -101,8 +112,9 @@ from emulators.serving import serve
 def main(
     host: str, port: int, ca_file: Path, hostnames: tuple[str, ...],
     http_hosts: tuple[str, ...], tenant: str, client_id: str, client_secret: str,
-    users: int, events_per_user: int, domain: str, max_concurrency: int, rate_limit: int,
-    rate_window: float, notify_retry_scale: float, token_lifetime: int, latency: float,
+    users: int, events_per_user: int, domain: str, service_account: str, max_concurrency: int,
+    rate_limit: int, rate_window: float, notify_retry_scale: float, token_lifetime: int,
+    latency: float,
 ) -> None:  # fmt: skip
     """Run the Microsoft Graph emulator."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -119,6 +131,8 @@ def main(
     notifier = Notifier(store, faults)
     app = create_app(store, notifier, faults)
     seed(store, users, domain, events_per_user)
+    if service_account:
+        add_service_account(app, store, service_account)
     tls = server_files(ca_file, [host, *hostnames])
     notifier.start()
     try:
@@ -132,4 +146,6 @@ def _ready(url: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `exsync emulate SERVICE` runs this module and names itself here, so usage and errors show
+    # the command that was typed, not `python -m emulators.SERVICE`.
+    sys.exit(main(prog_name=os.environ.get(PROG_NAME_VARIABLE)))

@@ -2,7 +2,8 @@
 
 Grants: `client_credentials` (azure-identity's ClientSecretCredential; an app token reaches
 every mailbox), `authorization_code` with PKCE (msal's auth-code flow; the /authorize page lists
-the mailboxes and the tester picks one) and `refresh_token`. Access tokens are HS256 JWTs
+the mailboxes and the tester picks one, the service account first and named when there is one:
+`add_service_account`) and `refresh_token`. Access tokens are HS256 JWTs
 naming the app (and account), valid while listed here; a delegated token reaches its own
 calendar and calendars shared with its account. Failures use Entra's OAuth error body
 (`error`, `error_description` with an AADSTS code), which azure-identity and msal turn into
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request
 
 from emulators.graph import ids
 from emulators.graph.errors import GraphError
@@ -169,6 +170,17 @@ def _b64(obj: dict[str, Any]) -> str:
 
 
 bp = Blueprint("auth", __name__)
+SERVICE_ACCOUNT = "graph_service_account"  # app.extensions: the service account's UPN
+
+
+def add_service_account(app: Flask, store: Store, mail: str) -> None:
+    """The mailbox an admin signs in as at Authorize, with every other mailbox's calendar
+    shared with it (write), as an Exchange admin would for delegated access."""
+    account = store.add_user(mail, "Exchange sync service account", "UTC")
+    for user in store.user_list():
+        if user.id != account.id:
+            store.share(user.id, account.id, "write")
+    app.extensions[SERVICE_ACCOUNT] = account.upn
 
 
 def _store() -> Store:
@@ -385,16 +397,27 @@ def authorize_page(tenant: str) -> Response:
         if name in args
     )
     hint = args.get("login_hint", "").lower()
+    service = str(current_app.extensions.get(SERVICE_ACCOUNT, "")).lower()
+    # The service account first; any other account may still be picked (and is refused by the
+    # app that asked, which is what its wrong-account page is for).
+    users = sorted(_store().user_list(), key=lambda u: u.upn.lower() != service)
     rows = "".join(
         f'<li><button name="user_id" value="{u.id}"'
-        f"{' autofocus' if u.upn.lower() == hint else ''}>"
-        f"{html.escape(u.display_name)} &lt;{html.escape(u.upn)}&gt;</button></li>"
-        for u in _store().user_list()
+        f"{' autofocus' if u.upn.lower() == (hint or service) else ''}>"
+        f"{html.escape(u.display_name)} &lt;{html.escape(u.upn)}&gt;</button>"
+        f"{' (the service account)' if u.upn.lower() == service else ''}</li>"
+        for u in users
     )
+    intro = "Graph emulator sign-in: choose the account to sign in as."
+    if service:
+        intro += (
+            f' To authorize the sync, sign in as the service account <strong id="service-account">'
+            f"{html.escape(service)}</strong> (the Configuration tab's Service account)."
+        )
     page = (
         "<!doctype html><html><head><title>Sign in to your account</title></head><body>"
-        "<h1>Pick an account</h1><p>Graph emulator sign-in: choose the account to sign in as."
-        f'</p><form method="post"><ul>{rows}</ul>{hidden}</form></body></html>'
+        f"<h1>Pick an account</h1><p>{intro}</p>"
+        f'<form method="post"><ul>{rows}</ul>{hidden}</form></body></html>'
     )
     return Response(page, mimetype="text/html")
 

@@ -26,7 +26,7 @@ from wtforms import (
 )
 from wtforms.validators import AnyOf, InputRequired, Length, NumberRange
 
-from core.connection import CLOUDS, Cloud, Connection, EditPolicy
+from core.connection import CLOUDS, SYNC_PAST_DAYS, Cloud, Connection, EditPolicy
 from core.settings import Settings
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -133,6 +133,7 @@ class ConfigurationForm(Form):
     )
     sync_past_days = DaysField(
         "Days back",
+        default=SYNC_PAST_DAYS,  # EXSYNC_SYNC_PAST_DAYS's default too: one window for both
         validators=[
             InputRequired("Enter how many past days to sync (0 to 365)."),
             NumberRange(0, 365, "Days back must be a whole number from 0 to 365."),
