@@ -10,8 +10,10 @@ or location into Coconut, and their subject is never kept anywhere.
 
 from __future__ import annotations
 
+import time as clock
+import zlib
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tzlocal.windows_tz import win_tz
@@ -21,6 +23,7 @@ from core.coconut import AbsenceWrite
 BLOCKING = frozenset({"busy", "oof", "tentative"})
 BUSY_TITLE = "Busy"  # Coconut's own label
 FALLBACK_ZONE = "UTC"
+DAY = 86_400
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,15 @@ def _day_after(instant: datetime) -> date:
     """An all-day event ends at a floating midnight: that date, whatever zone it came in."""
     value = instant.date()
     return value if instant.time() == time(0) else value + timedelta(days=1)
+
+
+def sync_window(
+    user_id: str, past_days: int, future_days: int, now: float | None = None
+) -> tuple[datetime, datetime]:
+    """Whole days from the mailbox's own time of day. The window, and with it the delta chain,
+    moves once a day; each move is a full round, so every mailbox is reconciled daily, at a
+    time spread evenly over the day by its id instead of all of them at midnight."""
+    offset = zlib.crc32(user_id.encode()) % DAY
+    instant = clock.time() if now is None else now
+    anchor = datetime.fromtimestamp((instant - offset) // DAY * DAY + offset, UTC)
+    return anchor - timedelta(days=past_days), anchor + timedelta(days=future_days)

@@ -21,8 +21,8 @@ cursor older than EXSYNC_CURSOR_MAX_AGE_SECONDS, or a refused item due again. A 
 reads the whole window fresh and compares it with every busy block Coconut holds for the staff
 member (workers.held_blocks), not with Redis: missing blocks are made, blocks changed or
 deleted in Coconut are put back, and ours with no event behind them go, with the same proofs
-and hold. The window moves once a day at the mailbox's own time of day, so every mailbox gets
-a full round daily, spread evenly over the day.
+and hold. The window moves once a day at the mailbox's own time of day (busy_time.sync_window),
+so every mailbox gets a full round daily, spread evenly over the day.
 
 A write Coconut refuses (400, 404, 409, 422) fails that item alone (core.refusals): the rest
 of the round applies and its cursor is kept, and the item is tried again by a later full round.
@@ -33,10 +33,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -63,7 +62,6 @@ from workers.held_blocks import Block, Changed, Comparison, compare, digest
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
-DAY = 86_400
 # Coconut's answers that refuse one item (gone, a conflict, invalid) rather than the whole round.
 REFUSED = frozenset({400, 404, 409, 422})
 
@@ -94,7 +92,7 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
     if staff is None:
         return
     options = ctx.options
-    start, end = sync_window(user_id, options.sync_past_days, options.sync_future_days)
+    start, end = busy_time.sync_window(user_id, options.sync_past_days, options.sync_future_days)
     window = f"{start.isoformat()}/{end.isoformat()}"
     state = _state(ctx, user_id)
     why = _full_reason(ctx, user_id, state, window)
@@ -142,18 +140,6 @@ def _staff(ctx: WorkerContext, user_id: str) -> Staff | None:
         log.info("mailbox.not_covered", extra={"mailbox": user_id})
         return None
     return staff
-
-
-def sync_window(
-    user_id: str, past_days: int, future_days: int, now: float | None = None
-) -> tuple[datetime, datetime]:
-    """Whole days from the mailbox's own time of day. The window, and with it the delta chain,
-    moves once a day; each move is a full round, so every mailbox is reconciled daily, at a
-    time spread evenly over the day by its id instead of all of them at midnight."""
-    offset = zlib.crc32(user_id.encode()) % DAY
-    instant = time.time() if now is None else now
-    anchor = datetime.fromtimestamp((instant - offset) // DAY * DAY + offset, UTC)
-    return anchor - timedelta(days=past_days), anchor + timedelta(days=future_days)
 
 
 def _full_reason(ctx: WorkerContext, user_id: str, state: dict[str, str], window: str) -> str:

@@ -30,10 +30,9 @@ import redis
 
 from core.coconut import Absence, Appointment, CoconutClient, Staff
 from core.marks import MARK_PROPERTY_ID, parse_mark
-from tests.chaos.world import POSITIVE_SIGNALS, World
+from tests.chaos.world import POSITIVE_SIGNALS, TAMPERED, World
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET
 from workers import busy_time
-from workers.mailboxes import sync_window
 from workers.projection import Templates, absence_event, appointment_event, is_live
 
 DEPLOYMENT = "exsync"
@@ -110,7 +109,7 @@ def snapshot(world: World) -> Snapshot:
                 marked[mark].append((user_id, event))
     mails = {u["id"]: u["mail"] for u in graph_state["users"]}
     instances = {
-        uid: world.calendar_view(mails[uid], *sync_window(uid, PAST_DAYS, FUTURE_DAYS))
+        uid: world.calendar_view(mails[uid], *busy_time.sync_window(uid, PAST_DAYS, FUTURE_DAYS))
         for uid in mailboxes.values()
     }
     return Snapshot(
@@ -347,7 +346,7 @@ def _removals(world: World, snap: Snapshot, found: Findings) -> None:
     """A busy block may only go after its event gave a positive signal."""
     signals: dict[str, datetime] = {}
     for at, kind, event_id in world.history:
-        if kind in POSITIVE_SIGNALS:
+        if kind in POSITIVE_SIGNALS or kind == TAMPERED:
             when = datetime.fromtimestamp(at, UTC)
             signals.setdefault(event_id, when)
     for row in snap.coconut_state["removed_absences"]:
