@@ -1,7 +1,9 @@
 """`exsync resync USER|--all`: queue staff members' resync and watch it until it is done.
 
-The jobs are the webhooks' own (core.resync), so a resync coalesces with whatever is already
-queued for the same items. What the command waits for: the jobs it queued, and the jobs those
+A resync is a full reconciliation (core.reconcile): once its jobs are done, each staff
+member's line says what it repaired, or names the items Coconut refused. The jobs are the
+webhooks' own (core.resync), so a resync coalesces with whatever is already queued for the
+same items. What the command waits for: the jobs it queued, and the jobs those
 start while they run (the staff member's mailbox match, each of their appointments and
 absences; seen as they appear in the queue). A job whose hash is gone finished (results are
 not kept); one in `failed` exhausted its retries.
@@ -15,11 +17,11 @@ from collections.abc import Iterable
 
 import click
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from core import staff_status, store
+from core import reconcile, refusals, staff_status, store
 from core.resync import queue_resync
 from core.staff_status import StaffRow
 
@@ -74,7 +76,8 @@ def resync(user: str | None, every: bool, no_wait: bool, timeout: int) -> None:
             time.sleep(POLL_SECONDS)
         bar.length = len(watch.jobs)
         bar.update(len(watch.finished) - bar.pos)
-    _report(watch, timeout)
+    stuck = _repaired(conn, chosen)
+    _report(watch, timeout, stuck)
 
 
 def _matching(rows: list[StaffRow], who: str) -> list[StaffRow]:
@@ -92,22 +95,43 @@ def _matching(rows: list[StaffRow], who: str) -> list[StaffRow]:
     return found
 
 
-def _report(watch: Watch, timeout: int) -> None:
+def _report(watch: Watch, timeout: int, stuck: bool) -> None:
     from exsync.cli import EXIT_PROBLEM
 
     done, failed = len(watch.finished), sorted(watch.failed)
-    waiting = len(watch.jobs) - done
+    waiting = sorted(watch.jobs - watch.finished)
     if waiting:
+        workers = Worker.count(connection=watch.conn)
+        why = "no worker is running" if not workers else f"{workers} worker(s) busy"
         click.echo(
-            f"exsync: {waiting} job(s) still waiting after {timeout} s; is a worker running?",
+            f"exsync: {len(waiting)} job(s) still waiting after {timeout} s ({why}): "
+            f"{', '.join(waiting[:5])}",
             err=True,
         )
     if failed:
         click.echo(f"exsync: {len(failed)} job(s) failed: {', '.join(failed)}", err=True)
         click.echo("see `exsync failed list`; `exsync failed requeue` retries them", err=True)
-    if waiting or failed:
+    if waiting or failed or stuck:
         sys.exit(EXIT_PROBLEM)
     click.echo(f"resync done: {done} job(s)")
+
+
+def _repaired(conn: redis.Redis, rows: list[StaffRow]) -> bool:
+    """Each mailbox's full reconciliation: what it repaired, and the items Coconut still
+    refuses, named (True when there are any: the resync did not bring everything across)."""
+    stuck = False
+    for row in rows:
+        if not row.user_id:
+            continue
+        where = row.mailbox or row.user_id
+        last = reconcile.last(conn, row.user_id)
+        if last.at:
+            click.echo(f"  {where}: {last.repaired.text}")
+        for refusal in refusals.refused(conn, row.user_id):
+            stuck = True
+            tried = f"tried {refusal.attempts} time(s), retried on its own"
+            click.echo(f"exsync: {where}: {refusal.text} ({tried})", err=True)
+    return stuck
 
 
 class Watch:

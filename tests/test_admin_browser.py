@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from rq import Queue
 
 from exsync.admin_users import add_user
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, System, wait_until
@@ -176,3 +177,50 @@ def test_a_non_admin_is_refused_and_told_why(
     answer = page.request.get(f"{system.web_url}/admin/api/users")
     assert answer.status == 403
     assert page.request.get(f"{system.web_url}/admin/exchange/users").status == 403
+
+
+def synced_items(system: System) -> tuple[int, int]:
+    """(our events in Outlook, busy blocks in Coconut)."""
+    events = system.graph_state()["events"]
+    ours = sum(1 for evs in events.values() for e in evs if mark_of(e))
+    blocks = sum(1 for a in system.coconut_state()["absences"] if a["source"] == "external")
+    return ours, blocks
+
+
+def test_after_disconnect_with_removal_authorize_again_brings_every_event_and_block_back(
+    system: System, page: Page, redis_conn: redis.Redis
+) -> None:
+    """What a newcomer did: connect, disconnect removing what the sync made, authorize again."""
+    sign_in_and_configure(page, system, impersonation=True)
+    authorize_as(page, SERVICE_ACCOUNT)
+    page.click("text=User Accounts")
+    expect(page.locator("#initial-sync")).to_contain_text("finished", timeout=60_000)
+    wait_until(lambda: synced_items(system)[1] >= 20, 60, what="the seeded busy blocks")
+    wait_until(lambda: len(system.graph_state()["subscriptions"]) == 3, 30, what="subscriptions")
+    queue = Queue("exsync", connection=redis_conn)
+    wait_until(lambda: queue.count == 0 and queue.started_job_registry.count == 0, 60,
+               what="the initial sync to settle")  # fmt: skip
+    first = synced_items(system)
+
+    page.click("text=Configuration")
+    page.click("#disconnect")
+    page.check("#remove_items")
+    page.check("#confirm")
+    page.click("button.danger")
+    wait_until(lambda: synced_items(system) == (0, 0), 60, what="our events and blocks removed")
+    page.reload()
+    expect(page.locator(".status")).to_contain_text("Disconnected")
+    page.click("text=User Accounts")
+    expect(page.locator("tr[data-staff]", has_text="user1@contoso.example")).not_to_contain_text(
+        "Syncing"
+    )
+
+    page.click("text=Configuration")
+    authorize_as(page, SERVICE_ACCOUNT)
+    expect(page.locator(".status")).to_contain_text(f"Connected as {SERVICE_ACCOUNT}")
+    wait_until(lambda: synced_items(system) == first, 90,
+               what=f"every event and busy block back ({first})")  # fmt: skip
+    page.click("text=User Accounts")
+    row = page.locator("tr[data-staff]", has_text="user1@contoso.example")
+    expect(row).to_contain_text("Syncing", timeout=30_000)
+    expect(row).to_contain_text("last full reconciliation finished", timeout=30_000)

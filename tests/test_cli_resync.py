@@ -10,7 +10,7 @@ import json
 import redis
 from rq import Queue
 
-from core import store
+from core import refusals, store
 from core.staff_status import ROSTER_KEY
 from tests.cli_support import invoke, run, run_in_terminal
 from tests.harness import System
@@ -101,10 +101,11 @@ def test_resync_no_wait_queues_the_jobs_and_returns(
     )
     done = invoke(redis_url, "resync", "BOB@bank.example", "--no-wait")
     assert done.exit_code == 0, done.output
-    assert done.stdout == "queued 2 job(s) for 1 staff member(s)\n"
+    assert done.stdout == "queued 3 job(s) for 1 staff member(s)\n"
     assert sorted(Queue("exsync", connection=redis_conn).get_job_ids()) == [
         "mailbox-u-2",
         "staff-2",
+        "staff_items-2",
     ]
 
 
@@ -116,7 +117,7 @@ def test_resync_finds_staff_by_coconut_id_and_graph_user_id(redis_url: str, redi
     assert invoke(redis_url, "resync", "1", "--no-wait").exit_code == 0
     assert invoke(redis_url, "resync", "u-2", "--no-wait").exit_code == 0
     assert sorted(Queue("exsync", connection=redis_conn).get_job_ids()) == [
-        "mailbox-u-2", "staff-1", "staff-2"
+        "mailbox-u-2", "staff-1", "staff-2", "staff_items-1", "staff_items-2"
     ]  # fmt: skip
 
 
@@ -140,4 +141,22 @@ def test_resync_gives_up_after_its_timeout_when_no_worker_runs(
     seed_roster(redis_conn, "ann@bank.example")
     done = invoke(redis_url, "resync", "ann@bank.example", "--timeout", "1")
     assert done.exit_code == 1
-    assert "1 job(s) still waiting after 1 s; is a worker running?" in done.stderr
+    assert "2 job(s) still waiting after 1 s (no worker is running): staff-1, staff_items-1" in (
+        done.stderr
+    )
+
+
+def test_resync_of_a_stuck_mailbox_names_the_item_coconut_refused(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    seed_roster(redis_conn, "ann@bank.example")
+    redis_conn.hset(
+        store.key("staff", "1"), mapping={"user_id": "u-1", "address": "ann@bank.example"}
+    )
+    refusals.record(redis_conn, "u-1", "ev-1", label="busy block 'Parental leave' on 2026-12-15",
+                    reason="Coconut answered 422: longer than 14 days", status=422)  # fmt: skip
+    done = invoke(redis_url, "resync", "ann@bank.example", "--timeout", "1")
+    assert done.exit_code == 1
+    assert "busy block 'Parental leave' on 2026-12-15 was refused: Coconut answered 422" in (
+        done.stderr
+    )

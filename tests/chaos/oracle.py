@@ -352,6 +352,9 @@ def _removals(world: World, snap: Snapshot, found: Findings) -> None:
     for row in snap.coconut_state["removed_absences"]:
         if row["source"] != "external":
             continue
+        removed_at = _epoch(row["removed_at"])
+        if any(began <= removed_at <= ended + 5 for began, ended in world.disconnects):
+            continue  # the admin's Disconnect removed what the sync made
         found.checked["removals"] += 1
         event_id = row["external_id"]
         removed = datetime.fromisoformat(row["removed_at"].replace("Z", "+00:00"))
@@ -376,3 +379,7 @@ def _mark(event: dict[str, Any]) -> str | None:
 
 def _utc(value: str) -> datetime:
     return datetime.fromisoformat(value[:19]).replace(tzinfo=UTC)
+
+
+def _epoch(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -23,6 +23,7 @@ COCONUT_OPS = {
     "block": 2,
     "move_block": 1,
     "unblock": 1,
+    "tamper_busy_block": 1,  # a Coconut admin moves, retitles or deletes one of our blocks
 }
 OUTLOOK_OPS = {
     "create": 6,
@@ -54,6 +55,8 @@ FAULTS = {
     "kill_worker": 2,
     "restart_redis": 1,
     "restart_web": 1,
+    "reconnect": 1,  # Disconnect (sometimes removing what the sync made), then Authorize
+    "wipe_redis": 1,  # Redis loses everything; the admin authorizes again
 }
 FAULT_SHARE = 0.2  # of all steps
 
@@ -164,6 +167,9 @@ def _change(rng: random.Random, m: _Model, kind: str) -> tuple[str, dict[str, An
             del m.blocks[handle]
             return kind, {"handle": handle}
         return kind, {"handle": handle, **_slot(rng)}
+    if kind == "tamper_busy_block":
+        action = rng.choice(["delete", "move", "retitle"])
+        return kind, {"staff": staff, "action": action, "pick": round(rng.random(), 3)}
     if kind == "create":
         handle = m.new("e")
         series = rng.random() < 0.2
@@ -224,6 +230,8 @@ def _fault_args(rng: random.Random, kind: str, staff: int) -> dict[str, Any]:
         return {"mailbox": rng.randint(1, staff)}
     if kind == "restart_redis":
         return {"down": rng.choice([0.5, 1.0, 2.0])}
+    if kind == "reconnect":
+        return {"remove": rng.random() < 0.5}
     return {}
 
 

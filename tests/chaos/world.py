@@ -21,12 +21,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import redis
+from rq import Queue
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
+from core import connection, jobs, store
 from core.marks import MARK_PROPERTY_ID
 from tests.chaos.schedule import Step
 from tests.chaos.system import ChaosSystem
-from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET
+from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, wait_until
 from workers import busy_time
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ API = "/api/v2/b2b"
 DOMAIN = "contoso.example"
 # Removing a busy block needs one of these in the event's history (or the item being gone).
 POSITIVE_SIGNALS = {"cancel_event", "delete_event", "delete_occurrence", "made_free"}
+# A Coconut admin deleting our block removes it themselves; the service must make it again.
+TAMPERED = "busy_block_deleted_in_coconut"
+DISCONNECT = "workers.disconnect.run_disconnect"
+INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 
 
 class Transient(Exception):
@@ -75,6 +82,10 @@ class World:
     lane: queue.Queue[tuple[Any, tuple[Any, ...]] | None] = field(default_factory=queue.Queue)
     process_faults: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    tampered: set[str] = field(default_factory=set)  # mailboxes whose blocks an admin changed
+    # When the admin's Disconnect removed what the sync made: removals then need no signal.
+    disconnects: list[tuple[float, float]] = field(default_factory=list)
+    wiped_at: float = 0.0  # when Redis last lost everything: hints accepted before it are gone
 
     def __post_init__(self) -> None:
         self.coconut = self.system.coconut_http()
@@ -216,6 +227,33 @@ class World:
 
     def _do_unblock(self, handle: str) -> None:
         self._coconut("DELETE", f"{API}/absences/{self.blocks.pop(handle)}")
+
+    def _do_tamper_busy_block(self, staff: int, action: str, pick: float) -> str | None:
+        """A Coconut admin changes one of our busy blocks: no webhook tells the service (Coconut
+        sends none for external absences), so only a full reconciliation puts it back."""
+        ours = sorted(
+            (a for a in self.system.coconut_state()["absences"]
+             if a["source"] == "external" and a["user_id"] == staff),
+            key=lambda a: a["id"],
+        )  # fmt: skip
+        if not ours:
+            return "skipped"
+        block = ours[min(int(pick * len(ours)), len(ours) - 1)]
+        address = f"user{staff}@{DOMAIN}"
+        self.tampered |= {u["id"] for u in self.system.graph_state()["users"]
+                          if u["mail"] == address}  # fmt: skip
+        path = f"{API}/absences/{block['id']}"
+        if action == "delete":
+            self._note(TAMPERED, block["external_id"])
+            self._coconut("DELETE", path)
+            return None
+        attrs: dict[str, Any] = {"title": "Free for walk-ins"}
+        if action == "move":
+            start = datetime.fromisoformat(block["start"]) + timedelta(hours=2)
+            end = datetime.fromisoformat(block["end"]) + timedelta(hours=2)
+            attrs = {"start": start.isoformat(), "end": end.isoformat()}
+        self._coconut("PATCH", path, json=self._document("absences", attrs, block["id"]))
+        return None
 
     def _staff_zone(self, staff: int) -> str:
         user = self._coconut("GET", f"{API}/users/{staff}")
@@ -494,6 +532,39 @@ class World:
 
     def _do_restart_web(self) -> None:
         self.lane.put((self.system.restart_web, ()))
+
+    def _do_reconnect(self, remove: bool) -> None:
+        self.lane.put((self._reconnect, (remove,)))
+
+    def _do_wipe_redis(self) -> None:
+        self.lane.put((self._wipe_redis, ()))
+
+    def _reconnect(self, remove: bool) -> str:
+        """What the Disconnect button does (status, then the job), then Authorize: the run's
+        sign-in is its settings, so authorizing again is the initial sync Authorize queues."""
+        conn = redis.Redis.from_url(self.system.redis_url)
+        began = time.time()
+        connection.mark_disconnecting(conn)
+        conn.delete(store.key("disconnect"))
+        what = "everything" if remove else "subscriptions"
+        jobs.ensure_queued(Queue("exsync", connection=conn), DISCONNECT, "disconnect", what)
+        wait_until(lambda: conn.hget(store.key("disconnect"), "done"), 120, what="disconnect")
+        self.disconnects.append((began, time.time()))
+        conn.delete(connection.CONNECTION_KEY)
+        jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
+                           "exchange")  # fmt: skip
+        conn.close()
+        return what
+
+    def _wipe_redis(self) -> str:
+        """Everything Redis held is gone (a new instance, no AOF); the admin authorizes again."""
+        conn = redis.Redis.from_url(self.system.redis_url)
+        conn.flushall()
+        self.wiped_at = time.time()
+        jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
+                           "exchange")  # fmt: skip
+        conn.close()
+        return "wiped"
 
 
 def _when(local: datetime, zone: str) -> dict[str, str]:
