@@ -180,7 +180,10 @@ def test_signing_in_as_another_account_is_refused_naming_it_and_nothing_is_store
 ) -> None:
     configure(setup)
     callback = sign_in_at_emulator(setup, start_authorize(setup), OTHER_ACCOUNT)
-    answer = setup.browser.get(callback)
+    redirected = setup.browser.get(callback)
+    assert redirected.status_code == 303, "away from the address holding the code"
+    assert redirected.headers["Location"] == "/admin/exchange/wrong-account"
+    answer = setup.browser.get("/admin/exchange/wrong-account")
     assert answer.status_code == 403
     text = answer.get_data(as_text=True)
     assert f'Microsoft signed in <strong class="account">{OTHER_ACCOUNT}</strong>' in text

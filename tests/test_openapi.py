@@ -44,7 +44,8 @@ MAX_EXAMPLES = "30"  # per operation: about 40 s a run on 2 shared cores
 ADMIN_PAGES = {
     "admin_auth.sign_in", "admin_auth.sign_out", "admin_exchange.home",
     "admin_exchange.configuration", "admin_exchange.save", "admin_exchange.start_authorize",
-    "admin_exchange.callback", "admin_users.users", "admin_users.resync",
+    "admin_exchange.callback", "admin_exchange.wrong_account", "admin_users.users",
+    "admin_users.resync",
     "admin_users.override_mailbox", "admin_users.set_enabled", "admin_users.recheck",
     "admin_disconnect.confirm", "admin_disconnect.disconnect", "static",
 }  # fmt: skip

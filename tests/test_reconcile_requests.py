@@ -134,6 +134,15 @@ def test_comparing_trusts_coconut_and_names_what_was_changed_or_deleted_there() 
     ]  # fmt: skip
 
 
+def test_blocks_that_ended_before_the_window_are_history_left_alone() -> None:
+    sent = write()
+    recorded = {"ev-1": Block(7, "", digest(sent), "ck-1")}
+    past = held(7, sent, title="Edited long ago")
+    comparison = compare(recorded, [past], since=START + timedelta(days=1))
+    assert comparison.known == {} and comparison.changed == [], "neither tracked nor reported"
+    assert set(compare(recorded, [past], since=START).known) == {"ev-1"}
+
+
 def test_an_unchanged_block_keeps_the_changekey_it_was_made_from() -> None:
     sent = write()
     recorded = {"ev-1": Block(7, "series-1", digest(sent), "ck-1")}

@@ -238,3 +238,53 @@ def test_from_a_redis_restored_from_an_older_snapshot_the_next_authorize_converg
                == expected, 60, what="the blocks as Outlook has them")  # fmt: skip
     assert titled("Made after the snapshot")(busy_blocks(system, STAFF1))[0]["id"] == first["id"]
     converged(system)
+
+
+def our_event(system: System, address: str, appointment_id: int) -> dict[str, Any] | None:
+    mailbox = user_id(system, address)
+    for event in system.graph_state()["events"].get(mailbox, []):
+        if (mark_of(event) or "").endswith(f":appointment:{appointment_id}"):
+            return event
+    return None
+
+
+def edited_in_outlook(make_system, redis_conn: redis.Redis, policy: str):  # type: ignore[no-untyped-def]
+    """A booking projected into user1's Outlook, then moved and retitled there by the staff
+    member; returns the system, the appointment and the warning the mailbox round wrote."""
+    system = subscribed_system(make_system, EXSYNC_EDIT_POLICY=policy)
+    booking = CoconutAdmin(system).book(day(2).replace(hour=15).isoformat(), STAFF1)
+    wait_until(lambda: our_event(system, USER1, booking), 60, what="the booking projected")
+    event = our_event(system, USER1, booking)
+    assert event is not None
+    Outlook(system).update(USER1, event["id"], subject="Moved by me", start=at(day(2), 17),
+                           end=at(day(2), 18))  # fmt: skip
+    key = store.mailbox_key(user_id(system, USER1))
+    wait_until(lambda: b"was edited in Outlook" in (redis_conn.hget(key, "warning") or b""), 60,
+               what="the edit noticed")  # fmt: skip
+    return system, booking, (redis_conn.hget(key, "warning") or b"").decode()
+
+
+def test_an_edit_in_outlook_is_put_back_and_the_warning_names_the_appointment(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system, booking, warning = edited_in_outlook(make_system, redis_conn, "restore")
+    assert f"Coconut appointment {booking} ('Moved by me') was edited in Outlook" in warning
+    assert "put back" in warning
+    wait_until(lambda: (our_event(system, USER1, booking) or {}).get("subject") != "Moved by me",
+               60, what="the edit put back")  # fmt: skip
+
+
+def test_the_keep_policy_holds_against_the_coconut_reconciliation_and_a_resync(
+    make_system,
+    redis_conn: redis.Redis,  # type: ignore[no-untyped-def]
+) -> None:
+    system, booking, warning = edited_in_outlook(make_system, redis_conn, "keep")
+    assert "the edit is kept for now" in warning
+    queue = Queue("exsync", connection=redis_conn)
+    jobs.ensure_queued(queue, "workers.appointments.reconcile_coconut", "coconut", "all")
+    quiet(system, redis_conn)
+    assert run_cli(system, "resync", USER1).returncode == 0
+    quiet(system, redis_conn)
+    kept = our_event(system, USER1, booking)
+    assert kept is not None and kept["subject"] == "Moved by me", "the staff member's edit stands"

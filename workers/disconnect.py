@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
     """`what`: "subscriptions" (ours only) or "everything" (our events and blocks as well)."""
     ctx = context()
+    ctx.redis.delete(store.dirty_key("disconnect", what))  # not coalesced: nothing else clears it
     removed = {"subscriptions": 0, "events": 0, "blocks": 0}
     for record in manager.all_local(ctx):
         manager.delete(ctx, record.subscription_id)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 from core.coconut import Absence, AbsenceWrite
 
@@ -82,13 +82,19 @@ def held_digest(absence: Absence) -> str:
     )  # fmt: skip
 
 
-def compare(recorded: dict[str, Block], held: list[Absence]) -> Comparison:
+def compare(
+    recorded: dict[str, Block], held: list[Absence], since: datetime | None = None
+) -> Comparison:
     """The blocks Coconut holds, keyed by event id, with what we knew of each kept where it
-    still holds; and which of ours were changed or deleted in Coconut."""
+    still holds; and which of ours were changed or deleted in Coconut. Blocks that ended
+    before `since` (the window's start) are history: left alone, and no longer tracked."""
     by_event = {a.external_id: a for a in held if a.external_id}
+    history = {e for e, a in by_event.items() if since is not None and a.end <= since}
     known: dict[str, Block] = {}
     changed: list[Changed] = []
     for event_id, absence in by_event.items():
+        if event_id in history:
+            continue
         ours = recorded.get(event_id)
         now = held_digest(absence)
         same = ours is not None and not ours.pending and ours.digest == now
@@ -98,6 +104,6 @@ def compare(recorded: dict[str, Block], held: list[Absence]) -> Comparison:
             absence.id, ours.series if ours else "", now, ours.version if same and ours else ""
         )
     for event_id, ours in recorded.items():
-        if event_id not in by_event and not ours.pending:
+        if event_id not in by_event and not ours.pending:  # (history is in by_event)
             changed.append(Changed(event_id, "deleted", ""))
     return Comparison(known, sorted(changed, key=lambda c: c.event_id))

@@ -112,7 +112,7 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
     marked: dict[str, tuple[str, str]] = {}
     changed: list[Changed] = []
     if why:
-        comparison = _held(ctx, user_id, staff, known)
+        comparison = _held(ctx, user_id, staff, known, start)
         known, changed = comparison.known, comparison.changed
         marked = _marked(ctx, user_id)
     outcome = _apply(ctx, user_id, staff, items, known, marked, full=bool(why),
@@ -186,11 +186,13 @@ def _state(ctx: WorkerContext, user_id: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def _held(ctx: WorkerContext, user_id: str, staff: Staff, recorded: dict[str, Block]) -> Comparison:
+def _held(
+    ctx: WorkerContext, user_id: str, staff: Staff, recorded: dict[str, Block], since: datetime
+) -> Comparison:
     """The blocks Coconut holds for the staff member, trusted over what Redis recorded (and
     recorded in its place), and which of ours someone changed or deleted in Coconut."""
     listed = list(ctx.coconut.absences(user=staff.id, source="external"))
-    comparison = compare(recorded, listed)
+    comparison = compare(recorded, listed, since)
     pipe = ctx.redis.pipeline()
     pipe.delete(block_key(user_id))
     if comparison.known:
@@ -330,7 +332,7 @@ def _apply(
             continue
         if ours is not None:
             if item.change_key is not None and item.change_key != ours.change_key:
-                _own_edited(ctx, user_id, ours, policy, deleted=False)
+                _own_edited(ctx, user_id, ours, policy, deleted=False, subject=item.subject)
             continue
         if event_id in marked:  # ours, though the index forgot it: its own job rebuilds it
             _requeue(ctx, *marked[event_id])
@@ -542,11 +544,16 @@ def _gone(ctx: WorkerContext, user_id: str, event_id: str) -> bool:
 
 
 def _own_edited(
-    ctx: WorkerContext, user_id: str, ours: Projection, policy: EditPolicy, *, deleted: bool
-) -> None:
+    ctx: WorkerContext, user_id: str, ours: Projection, policy: EditPolicy, *, deleted: bool,
+    subject: str | None = None,
+) -> None:  # fmt: skip
+    """A staff member changed one of our projections. The warning names it by its Coconut id
+    and, for an edit, the subject Outlook shows now (our own projection's, never a private
+    event's: only our events reach here)."""
     what = "deleted" if deleted else "edited"
     restore = policy == EditPolicy.RESTORE
-    warning = f"a Coconut {ours.kind} was {what} in Outlook; " + (
+    shown = f" ('{' '.join(subject.split())[:80]}')" if subject and not deleted else ""
+    warning = f"Coconut {ours.kind} {ours.item_id}{shown} was {what} in Outlook; " + (
         "it was put back as Coconut has it" if restore else "the edit is kept for now"
     )
     ctx.redis.hset(store.mailbox_key(user_id), "warning", warning)

@@ -30,14 +30,13 @@ import redis
 
 from core.coconut import Absence, Appointment, CoconutClient, Staff
 from core.marks import MARK_PROPERTY_ID, parse_mark
-from tests.chaos.world import POSITIVE_SIGNALS, TAMPERED, World
+from tests.chaos.world import FUTURE_DAYS, PAST_DAYS, POSITIVE_SIGNALS, TAMPERED, World
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET
 from workers import busy_time
 from workers.projection import Templates, absence_event, appointment_event, is_live
 
 DEPLOYMENT = "exsync"
 APP_URL = "https://bank.coconutcalendar.com"
-PAST_DAYS, FUTURE_DAYS = 7, 180
 # The service's own processes; the emulators are the outside world and may log what they like.
 OUR_LOGS = ("web", "worker", "scheduler")
 CLOCK_SLACK = timedelta(seconds=2)

@@ -27,9 +27,18 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from core import connection, jobs, store
 from core.marks import MARK_PROPERTY_ID
+from core.secrets import SecretBox
 from tests.chaos.schedule import Step
 from tests.chaos.system import ChaosSystem
-from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, wait_until
+from tests.harness import (
+    COCONUT_CLIENT_ID,
+    COCONUT_CLIENT_SECRET,
+    GRAPH_CLIENT_ID,
+    GRAPH_CLIENT_SECRET,
+    SECRET_KEY,
+    TENANT,
+    wait_until,
+)
 from workers import busy_time
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,8 @@ POSITIVE_SIGNALS = {"cancel_event", "delete_event", "delete_occurrence", "made_f
 # A Coconut admin deleting our block removes it themselves; the service must make it again.
 TAMPERED = "busy_block_deleted_in_coconut"
 DISCONNECT = "workers.disconnect.run_disconnect"
+SERVICE_ACCOUNT = "user1@contoso.example"  # the run has no other mailbox; app-only uses none
+PAST_DAYS, FUTURE_DAYS = 7, 180  # the workers' window, as the environment sets it
 INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 
 
@@ -540,21 +551,41 @@ class World:
         self.lane.put((self._wipe_redis, ()))
 
     def _reconnect(self, remove: bool) -> str:
-        """What the Disconnect button does (status, then the job), then Authorize: the run's
-        sign-in is its settings, so authorizing again is the initial sync Authorize queues."""
+        """What the Disconnect button does (status, then the job), then Authorize again. The
+        run starts on its environment's app registration, which has nothing to disconnect: the
+        first time, the admin saves the same registration on the Configuration tab and
+        authorizes it (as after a Redis wipe, which takes the stored connection with it)."""
         conn = redis.Redis.from_url(self.system.redis_url)
+        if connection.load(conn).status != connection.Status.CONNECTED:
+            self._configure_and_authorize(conn)
         began = time.time()
         connection.mark_disconnecting(conn)
         conn.delete(store.key("disconnect"))
         what = "everything" if remove else "subscriptions"
         jobs.ensure_queued(Queue("exsync", connection=conn), DISCONNECT, "disconnect", what)
-        wait_until(lambda: conn.hget(store.key("disconnect"), "done"), 120, what="disconnect")
+        # As an admin waits for the page to say Disconnected: behind whatever the queue holds.
+        wait_until(lambda: conn.hget(store.key("disconnect"), "done"), 300, what="disconnect")
         self.disconnects.append((began, time.time()))
-        conn.delete(connection.CONNECTION_KEY)
-        jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
-                           "exchange")  # fmt: skip
+        self._authorize(conn)
         conn.close()
         return what
+
+    def _configure_and_authorize(self, conn: redis.Redis) -> None:
+        config = connection.Connection(
+            tenant_id=TENANT, graph_url=f"{self.system.graph_base}/v1.0",
+            authority=self.system.graph_base, client_id=GRAPH_CLIENT_ID, impersonation=True,
+            show_event_titles=True, service_account=SERVICE_ACCOUNT, sync_past_days=PAST_DAYS,
+            sync_future_days=FUTURE_DAYS,
+        )  # fmt: skip
+        connection.save_configuration(conn, SecretBox(SECRET_KEY), config, GRAPH_CLIENT_SECRET)
+        self._authorize(conn)
+
+    def _authorize(self, conn: redis.Redis) -> None:
+        """What the OAuth callback does once the service account signed in (app-only access:
+        the refresh token is not what the workers use)."""
+        connection.mark_connected(conn, SecretBox(SECRET_KEY), "refresh-token", SERVICE_ACCOUNT)
+        jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
+                           "exchange")  # fmt: skip
 
     def _wipe_redis(self) -> str:
         """Everything Redis held is gone (a new instance, no AOF); the admin authorizes again."""

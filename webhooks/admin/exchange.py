@@ -6,6 +6,7 @@
                                       with action=fill only show the chosen cloud's endpoints
     POST /admin/exchange/authorize    start the service account's sign-in (303 to Microsoft)
     GET  /admin/exchange/callback     Microsoft's answer: connect, or say why not
+    GET  /admin/exchange/wrong-account  who signed in instead (the callback redirects here)
 
 On success the callback queues the initial sync by dotted path, so the web process never
 imports the workers.
@@ -156,14 +157,10 @@ def callback() -> tuple[object, int] | BaseResponse:
         return _sign_in_failed(exc, stored)
     except authorize.WrongAccount as exc:
         log.info("exchange.wrong_account", extra={"tenant": stored.tenant_id})
-        return pages.render(
-            "admin/wrong_account.html",
-            status=403,
-            signed_in=exc.signed_in,
-            expected=exc.expected,
-            reason=exc.reason,
-            display_name=stored.display_name,
-        )
+        # To a clean address: the callback's query holds the authorization code, which must
+        # stay out of the address bar, the history and any Referer.
+        session["wrong_account"] = [exc.signed_in, exc.expected, exc.reason]
+        return redirect(url_for("admin_exchange.wrong_account"), code=303)
     connection.mark_connected(services.redis, _box(), done.refresh_token, done.account)
     jobs.ensure_queued(
         services.queue,
@@ -179,6 +176,21 @@ def callback() -> tuple[object, int] | BaseResponse:
         "ok",
     )
     return redirect(url_for("admin_exchange.configuration"), code=303)
+
+
+@bp.get("/admin/exchange/wrong-account")
+@require_admin
+def wrong_account() -> tuple[str, int] | BaseResponse:
+    """Who signed in instead of the service account, once; then back to the Configuration tab."""
+    found = session.pop("wrong_account", None)
+    if not found:
+        return redirect(url_for("admin_exchange.configuration"), code=303)
+    signed_in, expected, reason = found
+    stored = connection.load(_services().redis)
+    return pages.render(
+        "admin/wrong_account.html", status=403, signed_in=signed_in, expected=expected,
+        reason=reason, display_name=stored.display_name,
+    )  # fmt: skip
 
 
 def _sign_in_failed(exc: authorize.SignInFailed, stored: Connection) -> tuple[str, int]:
