@@ -12,7 +12,7 @@ import pytest
 import redis
 from werkzeug.test import TestResponse
 
-from core import connection, reconcile, refusals, store
+from core import connection, progress, reconcile, refusals, store
 from tests.cli_support import invoke
 from tests.test_admin_support import (
     STAFF,
@@ -285,3 +285,18 @@ def test_the_admins_only_page_tells_a_teller_to_ask_an_admin(
     assert "ask one of your admins to give" in text
     assert "exsync" not in text.replace("exsync_admin", "")
     assert 'href="/admin/exchange"' not in text, "no link back to the page that refused"
+
+
+def test_an_initial_sync_stuck_on_a_refused_item_names_it_in_its_banner(
+    admin: Browser, redis_conn: redis.Redis, three_staff: None
+) -> None:
+    connect(redis_conn)
+    redis_conn.hset(progress.RUN_KEY, mapping={"state": "queued", "staff": "2"})
+    redis_conn.sadd(progress.items_key("2"), "initial_item:2-appointment-5", "mailbox:u-2")
+    redis_conn.set(store.dirty_key("mailbox", "u-2"), 1)  # its round has not completed
+    reason = "Coconut answered 422: longer than 14 days"
+    refusals.record(redis_conn, "u-2", "ev-1", label=DENTIST, reason=reason, status=422)
+    page = admin.get("/admin/exchange/users").get_data(as_text=True)
+    banner = page[page.index('id="initial-sync"') :].split("</section>", 1)[0]
+    assert "1 of 2 items" in banner
+    assert f"{DENTIST} was refused: {reason}".replace("'", "&#39;") in banner

@@ -288,3 +288,27 @@ def test_the_keep_policy_holds_against_the_coconut_reconciliation_and_a_resync(
     quiet(system, redis_conn)
     kept = our_event(system, USER1, booking)
     assert kept is not None and kept["subject"] == "Moved by me", "the staff member's edit stands"
+
+
+def test_a_staff_members_new_time_zone_moves_their_all_day_blocks_at_once(
+    make_system,  # type: ignore[no-untyped-def]
+) -> None:
+    system = seeded(make_system)
+    start = day(6).replace(hour=0)
+    Outlook(system).create(USER1, subject="Training day", showAs="oof", isAllDay=True,
+                           start=at(start, 0), end=at(start + timedelta(days=1), 0))  # fmt: skip
+    (before,) = titled("Training day")(
+        wait_blocks(system, STAFF1, titled("Training day"), what="the all-day block")
+    )
+    assert before["timezone"] == "America/Toronto"
+
+    CoconutAdmin(system).change_user(STAFF1, timezone="America/Vancouver")
+
+    def moved(blocks: list[dict[str, Any]]) -> bool:
+        return all(b["timezone"] == "America/Vancouver" for b in titled("Training day")(blocks))
+
+    (after,) = titled("Training day")(
+        wait_blocks(system, STAFF1, moved, what="the block in the new zone")
+    )
+    assert after["start"].startswith(start.strftime("%Y-%m-%dT00:00:00"))
+    assert after["start"].endswith("-08:00") and after["id"] == before["id"]

@@ -34,7 +34,7 @@ import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from core import jobs, reconcile, store
+from core import jobs, reconcile, refusals, store
 from exsync.processes import wait_until
 from tests.chaos import oracle
 from tests.chaos.schedule import Step, plan, tally
@@ -131,6 +131,7 @@ def run(
             report.findings += [f"initial sync: {p}" for p in problems]
             return report
         ready = time.time()
+        world.take_backup()
         _play(world, report.steps)
         world.settle()
         ended = time.monotonic()
@@ -269,8 +270,13 @@ def _accepted_scope(system: ChaosSystem, world: World, ready: float) -> oracle.S
         if _epoch(delivery["created_at"]) > ready
         and (delivery["status"] != "delivered" or _epoch(delivery["created_at"]) <= wiped)
     }
-    # A Coconut admin's change to our blocks sends no webhook: only a full round repairs it.
-    return oracle.Scope(stale_mailboxes | world.tampered, stale_items)
+    # A Coconut admin's change to our blocks sends no webhook: only a full round repairs it; a
+    # block Coconut refused waits for its retry.
+    conn = redis.Redis.from_url(system.redis_url)
+    prefix = refusals.refused_key("")
+    refused = {k.decode()[len(prefix) :] for k in conn.scan_iter(match=prefix + "*")}
+    conn.close()
+    return oracle.Scope(stale_mailboxes | world.tampered | refused, stale_items)
 
 
 def _epoch(value: str) -> float:

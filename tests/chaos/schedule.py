@@ -57,6 +57,8 @@ FAULTS = {
     "restart_web": 1,
     "reconnect": 1,  # Disconnect (sometimes removing what the sync made), then Authorize
     "wipe_redis": 1,  # Redis loses everything; the admin authorizes again
+    "restore_snapshot": 1,  # Redis restored from the backup taken after the initial sync
+    "coconut_refuses": 1,  # Coconut's max_absence_days is 1 for a while: longer blocks get 422
 }
 FAULT_SHARE = 0.2  # of all steps
 
@@ -180,6 +182,7 @@ def _change(rng: random.Random, m: _Model, kind: str) -> tuple[str, dict[str, An
             "mailbox": staff,
             "series": series,
             "all_day": not series and rng.random() < 0.15,
+            "days": rng.choice([1, 1, 2, 3]),  # an all-day event's length
             "hours": rng.randint(1, 2),
             "show_as": rng.choice(SHOW_AS),
             "sensitivity": sensitivity,
@@ -232,6 +235,8 @@ def _fault_args(rng: random.Random, kind: str, staff: int) -> dict[str, Any]:
         return {"down": rng.choice([0.5, 1.0, 2.0])}
     if kind == "reconnect":
         return {"remove": rng.random() < 0.5}
+    if kind == "coconut_refuses":
+        return {"seconds": rng.choice([5, 10, 20])}
     return {}
 
 

@@ -97,6 +97,7 @@ class World:
     # When the admin's Disconnect removed what the sync made: removals then need no signal.
     disconnects: list[tuple[float, float]] = field(default_factory=list)
     wiped_at: float = 0.0  # when Redis last lost everything: hints accepted before it are gone
+    backup: list[tuple[bytes, bytes | None, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.coconut = self.system.coconut_http()
@@ -122,6 +123,7 @@ class World:
             self._lane.join()
         self.graph.delete("/_emulator/faults").raise_for_status()
         self.coconut.delete("/_emulator/faults").raise_for_status()
+        self._refuse_long_blocks(None)
 
     def close(self) -> None:
         if self._lane.is_alive():
@@ -286,6 +288,7 @@ class World:
         mailbox: int,
         series: bool,
         all_day: bool,
+        days: int,
         hours: int,
         show_as: str,
         sensitivity: str,
@@ -298,7 +301,7 @@ class World:
         local = self._local(
             day, 0 if all_day else hour, 0 if all_day else minute, busy_time.iana_zone(zone)
         )
-        end = local + (timedelta(days=1) if all_day else timedelta(hours=hours))
+        end = local + (timedelta(days=days) if all_day else timedelta(hours=hours))
         secret = sensitivity != "normal"
         subject = f"Secret {secrets.token_hex(6)}" if secret else f"Meeting {handle}"
         if secret:
@@ -550,6 +553,40 @@ class World:
     def _do_wipe_redis(self) -> None:
         self.lane.put((self._wipe_redis, ()))
 
+    def _do_restore_snapshot(self) -> str | None:
+        if not self.backup:
+            return "skipped"
+        self.lane.put((self._restore_snapshot, ()))
+        return None
+
+    def _do_coconut_refuses(self, seconds: int) -> None:
+        """Coconut refuses blocks longer than a day for a while (max_absence_days)."""
+        self._refuse_long_blocks(1)
+        threading.Timer(seconds, self._refuse_long_blocks, (None,)).start()
+
+    def _refuse_long_blocks(self, days: int | None) -> None:
+        answer = self.coconut.patch("/_emulator/settings", json={"max_absence_days": days})
+        answer.raise_for_status()
+
+    def take_backup(self) -> None:
+        """What a nightly backup would hold: every key with its time to live."""
+        conn = redis.Redis.from_url(self.system.redis_url)
+        self.backup = [(key, conn.dump(key), conn.pttl(key)) for key in conn.scan_iter(count=1000)]
+        conn.close()
+
+    def _restore_snapshot(self) -> str:
+        """Redis restored from the backup (its mappings, cursors and subscriptions older than
+        what the calendars hold); the admin authorizes again."""
+        conn = redis.Redis.from_url(self.system.redis_url)
+        conn.flushall()
+        for key, value, ttl in self.backup:
+            if value is not None:
+                conn.restore(key, max(ttl, 0), value, replace=True)
+        self.wiped_at = time.time()
+        self._authorize_again(conn)
+        conn.close()
+        return f"restored {len(self.backup)} keys"
+
     def _reconnect(self, remove: bool) -> str:
         """What the Disconnect button does (status, then the job), then Authorize again. The
         run starts on its environment's app registration, which has nothing to disconnect: the
@@ -592,10 +629,18 @@ class World:
         conn = redis.Redis.from_url(self.system.redis_url)
         conn.flushall()
         self.wiped_at = time.time()
-        jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
-                           "exchange")  # fmt: skip
+        self._authorize_again(conn)
         conn.close()
         return "wiped"
+
+    def _authorize_again(self, conn: redis.Redis) -> None:
+        """After Redis lost its data: the admin authorizes the stored connection again, or, with
+        none stored (the environment's registration), Authorize's initial sync is all there is."""
+        if connection.load(conn).status == connection.Status.NOT_CONFIGURED:
+            jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
+                               "exchange")  # fmt: skip
+        else:
+            self._authorize(conn)
 
 
 def _when(local: datetime, zone: str) -> dict[str, str]:

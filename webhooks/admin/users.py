@@ -63,6 +63,10 @@ def users() -> tuple[str, int]:
         link=link,
         display_name=link.stored.display_name,
         initial=initial,
+        # What the sync is stuck on, named in the initial sync's banner (else "13 of 14 items"
+        # says nothing about the fourteenth): items Coconut refused and staff in error.
+        stuck=[f"{r.name}: {item.text}" for r in every for item in r.refused]
+        + [f"{r.name}: {r.problem}" for r in every if r.state == staff_status.State.ERROR],
         manual=services.settings.manual_user_sync,
         per_user={u.staff_id: u for u in initial.users},
         # Also while the initial sync waits for a worker: it has not written its progress yet.
