@@ -103,15 +103,7 @@ def main() -> int:
         parser.error("--baseline-staff must be between 1 and --staff - 1")
     conn = redis.Redis.from_url(args.redis_url)
     conn.flushdb()
-    system = System(
-        Path(tempfile.mkdtemp(prefix="exsync-bench-")), args.redis_url, workers=0,
-        graph_args=["--users", str(args.staff), "--events-per-user", str(args.events),
-                    "--rate-limit", "1000000"],
-        coconut_args=["--staff", str(args.staff), "--bookings-per-staff",
-                      str(args.appointments), "--rate-limit", "1000000"],
-        # The tests' 60-second job timeout would cut the initial sync's listing of 200 staff.
-        settings={"EXSYNC_LOG_LEVEL": "WARNING", "EXSYNC_JOB_TIMEOUT": "1800"},
-    ).start()  # fmt: skip
+    system = seeded_system(args.redis_url, args.staff, args.appointments, args.events)
     try:
         for index in range(args.workers):
             _start_worker(system, index, args.profile)
@@ -146,6 +138,21 @@ def main() -> int:
         _print_profiles(system, args.profile)
     conn.flushdb()
     return 0
+
+
+def seeded_system(
+    redis_url: str, staff: int, appointments: int, events: int, **settings: str
+) -> System:
+    """Both emulators seeded at scale (no API call, no webhook) and the web app; no worker."""
+    return System(
+        Path(tempfile.mkdtemp(prefix="exsync-bench-")), redis_url, workers=0,
+        graph_args=["--users", str(staff), "--events-per-user", str(events),
+                    "--rate-limit", "1000000"],
+        coconut_args=["--staff", str(staff), "--bookings-per-staff", str(appointments),
+                      "--rate-limit", "1000000"],
+        # The tests' 60-second job timeout would cut the initial sync's listing of 200 staff.
+        settings={"EXSYNC_LOG_LEVEL": "WARNING", "EXSYNC_JOB_TIMEOUT": "1800", **settings},
+    ).start()  # fmt: skip
 
 
 def _start_worker(system: System, index: int, profile: Path | None) -> None:

@@ -29,7 +29,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from rq import Queue
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.initial_sync import _start_worker, _wait_quiet  # noqa: E402
+from bench.initial_sync import _start_worker, _wait_quiet, seeded_system  # noqa: E402
 from core import jobs, reconcile  # noqa: E402
 from tests.harness import System  # noqa: E402
 
@@ -69,15 +68,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     conn = redis.Redis.from_url(args.redis_url)
     conn.flushdb()
-    system = System(
-        Path(tempfile.mkdtemp(prefix="exsync-bench-")), args.redis_url, workers=0,
-        graph_args=["--users", str(args.staff), "--events-per-user", str(args.events),
-                    "--rate-limit", "1000000"],
-        coconut_args=["--staff", str(args.staff), "--bookings-per-staff",
-                      str(args.appointments), "--rate-limit", "1000000"],
-        settings={"EXSYNC_LOG_LEVEL": "WARNING", "EXSYNC_JOB_TIMEOUT": "1800",
-                  "EXSYNC_SAFETY_NET_SECONDS": "86400"},
-    ).start()  # fmt: skip
+    system = seeded_system(args.redis_url, args.staff, args.appointments, args.events,
+                           EXSYNC_SAFETY_NET_SECONDS="86400")  # fmt: skip
     incremental: list[Pass] = []
     full: list[Pass] = []
     try:

@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core import audit, jobs, reconcile, store
+from core import audit, jobs, store
 from core.coconut import Staff
 from core.connection import EditPolicy
 from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
@@ -72,7 +72,7 @@ def _staff_round(ctx: WorkerContext, staff_id: str) -> int:
     ctx.redis.incr(store.staff_epoch_key())
     ctx.redis.hdel(directory.staff_key(staff_id), "checked_at")
     jobs.ensure_queued(ctx.queue, SYNC_STAFF_MAILBOX, "staff_mailbox", staff_id)
-    since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
+    since = datetime.now(UTC) - timedelta(days=ctx.options.sync_past_days)
     queued = 0
     for appointment in ctx.coconut.appointments(user=int(staff_id), start_after=since):
         jobs.ensure_queued(ctx.queue, SYNC_APPOINTMENT, "appointment", str(appointment.id))
@@ -94,21 +94,12 @@ def sync_staff_mailbox(staff_id: str) -> None:
 
     ctx = context()
     ctx.redis.delete(store.dirty_key("staff_mailbox", staff_id))
-    staff = ctx.coconut.get_user(int(staff_id))
-    user_id = mailbox_of(ctx, staff)
+    user_id = mailbox_of(ctx, ctx.coconut.get_user(int(staff_id)))
     if user_id is None or not ctx.syncing:
         return
     if ctx.impersonation:
         manager.ensure(ctx, user_id)
-    # A new mailbox or time zone changes what the blocks should be: the mailbox is compared
-    # whole with Coconut, not through a cursor that describes the old match.
-    # (A first match needs no mark: a mailbox without a cursor gets a full round anyway.)
-    matched = f"{user_id} {staff.timezone if staff else ''}".encode()
-    before = ctx.redis.hget(directory.staff_key(staff_id), "matched")
-    if before != matched:
-        if before is not None:
-            reconcile.mark(ctx.redis, user_id, "the staff member's mailbox or time zone changed")
-        ctx.redis.hset(directory.staff_key(staff_id), "matched", matched)
+    # A new time zone or match is the mailbox round's to notice (its `covers`): a full round.
     jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
 
 
@@ -124,7 +115,7 @@ def _reconcile_round(ctx: WorkerContext) -> int:
     started = datetime.now(UTC)
     raw = ctx.redis.get(checkpoint_key)
     since = datetime.fromtimestamp(float(raw), UTC) - RECONCILE_OVERLAP if raw else None
-    window_start = started - timedelta(days=ctx.settings.sync_past_days)
+    window_start = started - timedelta(days=ctx.options.sync_past_days)
     # Appointments and absences number their ids apart: appointment 36 is not absence 36.
     queued: set[tuple[str, str]] = set()
     for appointment in ctx.coconut.appointments(updated_since=since, start_after=window_start):

@@ -95,7 +95,7 @@ class Write:
 
 def items_of(ctx: WorkerContext, staff: Staff) -> list[Item]:
     """The staff member's upcoming appointments and Coconut absences, as Coconut has them now."""
-    since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
+    since = datetime.now(UTC) - timedelta(days=ctx.options.sync_past_days)
     url, templates = ctx.settings.coconut_app_url, appointments.templates(ctx)
     found = [
         Item("appointment", str(a.id),
@@ -115,7 +115,8 @@ def items_of(ctx: WorkerContext, staff: Staff) -> list[Item]:
 
 def _round(ctx: WorkerContext, staff_id: str) -> None:
     if not ctx.syncing:
-        return  # the initial sync after the next Authorize brings everything back in line
+        _clear_progress(ctx, staff_id)  # nothing to wait for: the next Authorize starts over
+        return
     staff = ctx.coconut.get_user(int(staff_id))
     mailbox = appointments.mailbox_of(ctx, staff)
     if staff is not None and mailbox is not None:
@@ -277,7 +278,7 @@ def _hand_off_unlisted(ctx: WorkerContext, listed: dict[str, list[exchange.Marke
     """Our events in the mailbox for items Coconut no longer lists for this staff member
     (cancelled without a webhook, reassigned): their own jobs decide. Past appointments, outside
     what Coconut was asked for, are left as they are."""
-    since = datetime.now(UTC) - timedelta(days=ctx.settings.sync_past_days)
+    since = datetime.now(UTC) - timedelta(days=ctx.options.sync_past_days)
     for mark, events in listed.items():
         parsed = parse_mark(mark)
         if parsed is None:

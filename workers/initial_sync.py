@@ -88,7 +88,11 @@ def _start_or_resume(conn: redis.Redis) -> None:
     run_id = f"{job.id}@{job.created_at.timestamp()}" if job and job.created_at else "manual"
     if (conn.hget(RUN_KEY, "run_id") or b"").decode() != run_id:
         for staff_id in filter(None, (conn.hget(RUN_KEY, "staff") or b"").decode().split(",")):
-            conn.delete(user_key(staff_id), items_key(staff_id))
+            # The old run's item markers go with it (its mailbox entries are real dirty flags).
+            members = [m.decode() for m in conn.smembers(items_key(staff_id))]
+            stale = [store.dirty_key(*m.split(":", 1)) for m in members
+                     if m.startswith(f"{bulk_projection.PROGRESS_KIND}:")]  # fmt: skip
+            conn.delete(user_key(staff_id), items_key(staff_id), *stale)
         conn.delete(RUN_KEY)
     conn.hset(
         RUN_KEY, mapping={"state": "running", "run_id": run_id, "started_at": int(time.time())}

@@ -95,7 +95,8 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
     start, end = busy_time.sync_window(user_id, options.sync_past_days, options.sync_future_days)
     window = f"{start.isoformat()}/{end.isoformat()}"
     state = _state(ctx, user_id)
-    why = _full_reason(ctx, user_id, state, window)
+    covers = f"{staff.id} {_zone(staff)}"  # whose blocks, in which zone
+    why = _full_reason(ctx, user_id, state, window, covers)
     try:
         items, delta_link = _read_round(ctx, user_id, None if why else state["delta_link"],
                                         start, end)  # fmt: skip
@@ -119,7 +120,8 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
                      show_titles=options.show_event_titles, policy=options.edit_policy)  # fmt: skip
     now = int(time.time())
     mapping: dict[str, str | int] = {
-        "delta_link": delta_link, "window": window, "last_sync_at": now, "fault": "",
+        "delta_link": delta_link, "window": window, "covers": covers, "last_sync_at": now,
+        "fault": "",
     }  # fmt: skip
     if why:
         mapping |= {"cursor_at": now, "reconciled_at": now, "repaired": json.dumps(outcome.counts)}
@@ -142,7 +144,9 @@ def _staff(ctx: WorkerContext, user_id: str) -> Staff | None:
     return staff
 
 
-def _full_reason(ctx: WorkerContext, user_id: str, state: dict[str, str], window: str) -> str:
+def _full_reason(
+    ctx: WorkerContext, user_id: str, state: dict[str, str], window: str, covers: str
+) -> str:
     """Why this round may not trust its cursor, or "" when it may."""
     if state.get(requests.REQUESTED):
         return state.get("full_reason") or "asked for"
@@ -150,6 +154,8 @@ def _full_reason(ctx: WorkerContext, user_id: str, state: dict[str, str], window
         return "no delta cursor"
     if state.get("window") != window:
         return "the sync window moved"
+    if state.get("covers", covers) != covers:
+        return "the mailbox's staff member or their time zone changed"
     age = time.time() - float(state.get("cursor_at") or 0)
     if age > ctx.settings.cursor_max_age_seconds:
         return f"the delta cursor is {age / 3600:.0f} hours old"
