@@ -98,6 +98,7 @@ class World:
     disconnects: list[tuple[float, float]] = field(default_factory=list)
     wiped_at: float = 0.0  # when Redis last lost everything: hints accepted before it are gone
     backup: list[tuple[bytes, bytes | None, int]] = field(default_factory=list)
+    timers: list[threading.Timer] = field(default_factory=list)  # faults that lift themselves
 
     def __post_init__(self) -> None:
         self.coconut = self.system.coconut_http()
@@ -121,14 +122,22 @@ class World:
         if self._lane.is_alive():
             self.lane.put(None)
             self._lane.join()
+        self._stop_timers()
         self.graph.delete("/_emulator/faults").raise_for_status()
         self.coconut.delete("/_emulator/faults").raise_for_status()
         self._refuse_long_blocks(None)
+
+    def _stop_timers(self) -> None:
+        """Faults due to lift themselves are lifted now, and never after the world closed."""
+        for timer in self.timers:
+            timer.cancel()
+            timer.join()
 
     def close(self) -> None:
         if self._lane.is_alive():
             self.lane.put(None)
             self._lane.join()
+        self._stop_timers()
         self.coconut.close()
         self.graph.close()
 
@@ -568,7 +577,9 @@ class World:
     def _do_coconut_refuses(self, seconds: int) -> None:
         """Coconut refuses blocks longer than a day for a while (max_absence_days)."""
         self._refuse_long_blocks(1)
-        threading.Timer(seconds, self._refuse_long_blocks, (None,)).start()
+        lift = threading.Timer(seconds, self._refuse_long_blocks, (None,))
+        self.timers.append(lift)
+        lift.start()
 
     def _refuse_long_blocks(self, days: int | None) -> None:
         answer = self.coconut.patch("/_emulator/settings", json={"max_absence_days": days})
