@@ -188,20 +188,29 @@ def test_from_an_empty_redis_the_next_authorize_converges_with_nothing_doubled(
 ) -> None:
     system = seeded(make_system)
     coconut = CoconutAdmin(system)
-    coconut.book((day(2).replace(hour=15)).isoformat(), STAFF1)
-    wait_until(lambda: converged(system)["events"] >= 1, 60, what="the booking projected")
+    kept = coconut.book((day(2).replace(hour=15)).isoformat(), STAFF1)
+    moved = coconut.book((day(3).replace(hour=15)).isoformat(), STAFF1)
+    wait_until(lambda: our_event(system, USER1, moved), 60, what="the bookings projected")
     quiet(system, redis_conn)
     before = converged(system)
 
     redis_conn.flushdb()  # mappings, cursors, subscriptions, locks: all gone
+    # Reassigned while Redis knows nothing: its job makes the new staff member's event, but
+    # finds no mapping in user1's mailbox, so that one stays for now.
+    coconut.change(moved, staff_id=2)
     Outlook(system).create(USER1, subject="After the loss", showAs="busy", start=at(day(3), 8),
                            end=at(day(3), 9))  # fmt: skip
+    quiet(system, redis_conn)
     done = run_cli(system, "initial-sync")
     assert done.returncode == 0, done.stderr
 
     wait_blocks(system, STAFF1, titled("After the loss"), what="a block for the new event")
+    wait_until(lambda: our_event(system, USER1, moved) is None, 60,
+               what="the reassigned booking's old event found by our mark and removed")  # fmt: skip
     quiet(system, redis_conn)
     after = converged(system)
+    assert our_event(system, USER1, kept) is not None
+    assert our_event(system, "user2@contoso.example", moved) is not None
     assert after["events"] == before["events"]
     assert after["blocks"][STAFF1] == before["blocks"][STAFF1] + 1
 

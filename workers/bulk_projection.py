@@ -121,16 +121,23 @@ def _round(ctx: WorkerContext, staff_id: str) -> None:
     mailbox = appointments.mailbox_of(ctx, staff)
     if staff is not None and mailbox is not None:
         first = items_of(ctx, staff)
+        unlisted: dict[str, list[exchange.Marked]] = {}
         with jobs.item_locks(ctx.redis, [item.key for item in first]):
             now = {item.key: item for item in items_of(ctx, staff)}
             for kind, item_id in {item.key for item in first} - now.keys():
                 _hand_off(ctx, kind, item_id)  # deleted or reassigned meanwhile
             locked = [now[item.key] for item in first if item.key in now]
-            appointments.guarded(ctx, mailbox, lambda: _converge(ctx, mailbox, locked))
+            appointments.guarded(ctx, mailbox, lambda: _converge(ctx, mailbox, locked, unlisted))
+        # After the first locks are let go, never while holding them: two jobs taking two sets
+        # each could otherwise wait on each other.
+        appointments.guarded(ctx, mailbox, lambda: _claim_unlisted(ctx, mailbox, unlisted))
     _clear_progress(ctx, staff_id)
 
 
-def _converge(ctx: WorkerContext, mailbox: str, items: list[Item]) -> None:
+def _converge(
+    ctx: WorkerContext, mailbox: str, items: list[Item], unlisted: dict[str, list[exchange.Marked]]
+) -> None:
+    """Write what the items need; our events for other items are left in `unlisted`."""
     deployment = ctx.settings.deployment_id
     listed: dict[str, list[exchange.Marked]] = defaultdict(list)
     for marked in exchange.list_marked(ctx, mailbox, f"{deployment}:"):
@@ -144,7 +151,7 @@ def _converge(ctx: WorkerContext, mailbox: str, items: list[Item]) -> None:
     for item in items:
         found = listed.pop(mark_value(deployment, item.kind, item.item_id), [])
         writes += _plan(index, mailbox, item, found, known.get(item.key), keep_edits)
-    _hand_off_unlisted(ctx, listed)
+    unlisted.update(listed)
     done = _write(ctx, index, mailbox, writes)
     if done:
         appointments.clear_problem(ctx, mailbox)
@@ -274,11 +281,17 @@ def _hand_off(ctx: WorkerContext, kind: str, item_id: str) -> None:
     jobs.ensure_queued(ctx.queue, func, kind, item_id)
 
 
-def _hand_off_unlisted(ctx: WorkerContext, listed: dict[str, list[exchange.Marked]]) -> None:
-    """Our events in the mailbox for items Coconut no longer lists for this staff member
-    (cancelled without a webhook, reassigned): their own jobs decide. Past appointments, outside
-    what Coconut was asked for, are left as they are."""
+def _claim_unlisted(
+    ctx: WorkerContext, mailbox: str, listed: dict[str, list[exchange.Marked]]
+) -> None:
+    """Our events in the mailbox for items Coconut does not list for this staff member
+    (cancelled without a webhook, reassigned): their own jobs decide, and must find them. A
+    lost or stale Redis may not know an event is here, so under the item's lock its mapping in
+    this mailbox is taken from the listing (the one it knew, else the first) and any other copy
+    deleted: one event per item and mailbox. Past appointments, outside what Coconut was asked
+    for, are left as they are."""
     since = datetime.now(UTC) - timedelta(days=ctx.options.sync_past_days)
+    claims: dict[tuple[str, str], list[exchange.Marked]] = {}
     for mark, events in listed.items():
         parsed = parse_mark(mark)
         if parsed is None:
@@ -286,6 +299,22 @@ def _hand_off_unlisted(ctx: WorkerContext, listed: dict[str, list[exchange.Marke
         _, kind, item_id = parsed
         if kind == "appointment" and all(e.start is not None and e.start < since for e in events):
             continue
+        claims[(kind, item_id)] = events
+    if not claims:
+        return
+    index = ProjectionIndex(ctx.redis)
+    with jobs.item_locks(ctx.redis, list(claims)):
+        for (kind, item_id), events in claims.items():
+            known = index.for_item(kind, item_id).get(mailbox)
+            keep = next((e for e in events if known and e.event_id == known.event_id), events[0])
+            if known is None or known.event_id != keep.event_id:
+                generation = known.generation if known else 0
+                index.save(Projection(kind, item_id, mailbox, keep.event_id, keep.change_key,
+                                      generation), replaces=known)  # fmt: skip
+            for extra in events:
+                if extra.event_id != keep.event_id:
+                    exchange.delete(ctx, mailbox, extra.event_id)
+    for kind, item_id in claims:
         _hand_off(ctx, kind, item_id)
 
 

@@ -618,7 +618,7 @@ class World:
         what = "everything" if remove else "subscriptions"
         jobs.ensure_queued(Queue("exsync", connection=conn), DISCONNECT, "disconnect", what)
         # As an admin waits for the page to say Disconnected: behind whatever the queue holds.
-        wait_until(lambda: conn.hget(store.key("disconnect"), "done"), 300, what="disconnect")
+        wait_until(lambda: conn.hget(store.key("disconnect"), "done"), 900, what="disconnect")
         self.disconnects.append((began, time.time()))
         self._authorize(conn)
         conn.close()
