@@ -174,3 +174,14 @@ def test_each_window_moves_once_a_day_at_its_mailboxs_own_time_spread_over_the_d
     assert len(day_long) == 2, "over a day, it moves exactly once"
     hours = Counter(sync_window(f"m{n}", 7, 180, now)[0].hour for n in range(2400))
     assert len(hours) == 24 and max(hours.values()) < 2 * min(hours.values()), "spread evenly"
+
+
+def test_disconnecting_again_retries_a_disconnect_whose_job_gave_up(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    admin = connected_admin(redis_url, redis_conn)
+    connection.mark_disconnecting(redis_conn)  # its job exhausted its retries: nothing syncs
+    admin.get("/admin/exchange/disconnect")
+    answer = admin.post("/admin/exchange/disconnect", {"confirm": "yes"})
+    assert answer.status_code == 303
+    assert Queue("exsync", connection=redis_conn).get_job_ids() == ["disconnect-subscriptions"]

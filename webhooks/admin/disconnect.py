@@ -50,7 +50,8 @@ def disconnect() -> BaseResponse | tuple[str, int]:
     if request.form.get("confirm") != "yes":
         flash("Tick the confirmation to disconnect.", "error")
         return redirect(url_for("admin_disconnect.confirm"), code=303)
-    if stored.status not in (Status.CONNECTED, Status.REAUTHORIZE):
+    # Disconnecting again retries one whose job gave up (Graph or Coconut refusing for long).
+    if stored.status not in (Status.CONNECTED, Status.REAUTHORIZE, Status.DISCONNECTING):
         flash("There is no connection to disconnect.", "error")
         return redirect(url_for("admin_exchange.configuration"), code=303)
     what = "everything" if request.form.get("remove_items") == "on" else "subscriptions"
