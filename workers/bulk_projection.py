@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 
 from kiota_abstractions.request_information import RequestInformation
 
-from core import jobs, store
+from core import jobs, reconcile, store
 from core.coconut import Staff
 from core.connection import EditPolicy
 from core.marks import Projection, ProjectionIndex, mark_value, parse_mark, transaction_id
@@ -53,8 +53,8 @@ from workers.projection import EventDraft, absence_event, appointment_event, is_
 
 log = logging.getLogger(__name__)
 
-PROJECT_STAFF = "workers.bulk_projection.project_staff"
-KIND = "staff_items"
+PROJECT_STAFF = reconcile.PROJECT_STAFF  # the job path and kind are named once, there
+KIND = reconcile.PROJECT_STAFF_KIND
 PROGRESS_KIND = "initial_item"
 
 
@@ -140,10 +140,8 @@ def _converge(
     """Write what the items need; our events for other items are left in `unlisted`."""
     deployment = ctx.settings.deployment_id
     listed: dict[str, list[exchange.Marked]] = defaultdict(list)
-    for marked in exchange.list_marked(ctx, mailbox, f"{deployment}:"):
-        parsed = parse_mark(marked.mark)
-        if parsed is not None and parsed[0] == deployment:  # Graph compares case-insensitively
-            listed[marked.mark].append(marked)
+    for marked in exchange.list_ours(ctx, mailbox):
+        listed[marked.mark].append(marked)
     index = ProjectionIndex(ctx.redis)
     known = {(p.kind, p.item_id): p for p in index.in_mailbox(mailbox)}
     writes: list[Write] = []

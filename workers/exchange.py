@@ -43,7 +43,7 @@ from msgraph.generated.users.item.events.item.event_item_request_builder import 
 from msgraph_core.requests.batch_request_content import BatchRequestContent
 from msgraph_core.requests.batch_request_item import BatchRequestItem
 
-from core.marks import MARK_PROPERTY_ID
+from core.marks import MARK_PROPERTY_ID, parse_mark
 from core.throttle import TRANSIENT_STATUSES, RetryPolicy, retry_after_header
 from workers.context import WorkerContext
 from workers.projection import EventDraft
@@ -156,10 +156,12 @@ def find_marked(ctx: WorkerContext, mailbox: str, mark: str) -> list[Written]:
     return [_written(event) for event in (page.value if page and page.value else [])]
 
 
-def list_marked(ctx: WorkerContext, mailbox: str, prefix: str) -> list[Marked]:
-    """Every event in the mailbox whose mark starts with `prefix` (this deployment's id): one
-    paged read instead of a look-up per item. Graph compares the value case-insensitively, so
-    callers check the deployment id exactly."""
+def list_ours(ctx: WorkerContext, mailbox: str) -> list[Marked]:
+    """Every event in the mailbox carrying this deployment's mark: one paged read instead of a
+    look-up per item. Graph compares the value case-insensitively, so the deployment id is
+    checked exactly here (another deployment's events are never ours)."""
+    deployment = ctx.settings.deployment_id
+    prefix = f"{deployment}:"
     flt = (
         f"singleValueExtendedProperties/Any(ep: ep/id eq '{MARK_PROPERTY_ID}' "
         f"and startswith(ep/value, '{prefix}'))"
@@ -174,7 +176,10 @@ def list_marked(ctx: WorkerContext, mailbox: str, prefix: str) -> list[Marked]:
     found: list[Marked] = []
     page = ctx.run(_call(ctx, mailbox, lambda: events.get(request_configuration=config)))
     while page is not None:
-        found += [m for m in map(_marked, page.value or []) if m is not None]
+        found += [
+            m for m in map(_marked, page.value or [])
+            if m is not None and (parse_mark(m.mark) or ("",))[0] == deployment
+        ]  # fmt: skip
         if not page.odata_next_link:
             break
         more = events.with_url(page.odata_next_link)

@@ -232,12 +232,10 @@ def _marked(ctx: WorkerContext, user_id: str) -> dict[str, tuple[str, str]]:
     """Our own projections in the mailbox by our mark (event id -> kind, item id): one paged
     read, so a full round never takes one for a staff member's event however little Redis
     remembers."""
-    deployment = ctx.settings.deployment_id
     found = {}
-    for marked in exchange.list_marked(ctx, user_id, f"{deployment}:"):
-        mark = parse_mark(marked.mark)
-        if mark is not None and mark[0] == deployment:  # Graph compares case-insensitively
-            found[marked.event_id] = (mark[1], mark[2])
+    for marked in exchange.list_ours(ctx, user_id):
+        _, kind, item_id = parse_mark(marked.mark) or ("", "", "")
+        found[marked.event_id] = (kind, item_id)
     return found
 
 

@@ -46,7 +46,6 @@ NETS = (
     ("subscriptions.jobs.reconcile_subscriptions", "subscriptions"),
     ("workers.appointments.reconcile_coconut", "coconut"),
 )
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
 @dataclass
@@ -290,11 +289,7 @@ def _run_safety_nets(system: ChaosSystem) -> None:
     queue = Queue(QUEUE, connection=conn)
     for func, kind in NETS:
         jobs.ensure_queued(queue, func, kind, "all")
-    prefix = store.mailbox_key("")
-    for key in conn.scan_iter(match=prefix + "*", count=1000):
-        if conn.hexists(key, "staff_id"):
-            reconcile.mark(conn, key.decode()[len(prefix) :], "chaos: the daily reconciliation")
-            jobs.ensure_queued(queue, SYNC_MAILBOX, "mailbox", key.decode()[len(prefix) :])
+    reconcile.request_all(queue, "chaos: the daily reconciliation")
     conn.close()
 
 
