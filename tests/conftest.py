@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq.job import Job
 
+from core.job_kinds import JobKind
 from tests.harness import System
 
 
@@ -60,3 +62,13 @@ def make_system(tmp_path: Path, redis_url: str) -> Iterator[type[System]]:
     yield factory  # type: ignore[misc]
     for system in started:
         system.stop()
+    if started:
+        assert_registered_jobs(redis.Redis.from_url(redis_url))
+
+
+def assert_registered_jobs(conn: redis.Redis) -> None:
+    """Every job the system queued during the test names a function core.job_kinds lists."""
+    ids = [key.decode().removeprefix("rq:job:") for key in conn.scan_iter("rq:job:*")]
+    queued = {job.func_name for job in Job.fetch_many(ids, connection=conn) if job is not None}
+    conn.close()
+    assert {path for path in queued if JobKind.of_path(path) is None} == set()
