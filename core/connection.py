@@ -39,6 +39,20 @@ class Status(StrEnum):
     DISCONNECTING = "disconnecting"  # removing our subscriptions (and items, if asked)
 
 
+# The statuses under which the admin's authorized credential is the one in use
+# (core.graph_access); otherwise the environment's app registration is.
+AUTHORIZED = frozenset({Status.CONNECTED, Status.REAUTHORIZE, Status.DISCONNECTING})
+# The statuses under which workers write anywhere: an environment-only setup is
+# `not_configured` and syncs; a saved connection syncs only once connected.
+WRITING = frozenset({Status.NOT_CONFIGURED, Status.CONNECTED})
+
+
+def writing(conn: redis.Redis) -> bool:
+    """Whether jobs should write anywhere now (no stored connection counts as not configured)."""
+    status = conn.hget(CONNECTION_KEY, "status")
+    return status is None or status.decode() in WRITING
+
+
 class EditPolicy(StrEnum):
     """What a sync does with a staff member's edit to a projected appointment in Outlook."""
 

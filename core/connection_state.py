@@ -3,7 +3,7 @@ Accounts tab and its tiles, the Configuration tab, the admin API and `exsync sta
 
 Workers write only while the stored connection is absent or `not_configured` (an environment-only
 setup: the app registration in the EXSYNC_* settings, as the demo runs) or `connected`
-(workers.context, WorkerContext.syncing); while it is `configured`, `reauthorize` or
+(core.connection.WRITING); while it is `configured`, `reauthorize` or
 `disconnecting` they write nothing. Here that becomes what an admin reads:
 
     connected        the admin's connection, authorized                        syncs
@@ -26,10 +26,7 @@ import redis
 
 from core import connection
 from core.connection import Connection, Status
-from core.settings import ENV_PREFIX, Settings
-
-# The app registration an environment-only setup signs in with (core.graph_access).
-REGISTRATION = ("tenant_id", "client_id", "client_secret")
+from core.settings import ENV_PREFIX, REGISTRATION, Settings
 
 
 class Link(StrEnum):
@@ -103,7 +100,7 @@ def _describe(stored: Connection, settings: Settings) -> tuple[Link, str, str]:
                 "The configuration is saved but nothing syncs until it is authorized: click "
                 f"Authorize on the Configuration tab and sign in as {account}.",
             )
-    missing = [ENV_PREFIX + name.upper() for name in REGISTRATION if not getattr(settings, name)]
+    missing = settings.missing(*REGISTRATION)
     if not missing:
         return (
             Link.ENVIRONMENT,

@@ -1,9 +1,10 @@
 """Which Graph credential the service acts with now, and whether it yields a token.
 
-The rule the workers follow (workers.context): the admin's connection once Authorize succeeded
-(app-only with the stored client secret, or the service account's delegated token), else the
-app registration in the EXSYNC_TENANT_ID / EXSYNC_CLIENT_ID / EXSYNC_CLIENT_SECRET settings.
-`/readyz` asks the same question here so that "ready" means what a worker would find.
+The one rule workers (workers.context), `/readyz` and the CLI follow: the admin's connection
+once Authorize succeeded (app-only with the stored client secret, or the service account's
+delegated token), else the app registration in the EXSYNC_TENANT_ID / EXSYNC_CLIENT_ID /
+EXSYNC_CLIENT_SECRET settings.
+Workers build their Graph client from `current()`, so "ready" means what a worker would find.
 
     NotConfigured    neither an authorized connection nor any of the three settings
     Misconfigured    a credential that cannot even be built (a partial app registration,
@@ -25,14 +26,8 @@ from core.aadsts import explain
 from core.delegated import DelegatedCredential, ReauthorizeNeeded
 from core.graph import GraphEndpoint, app_credential
 from core.secrets import SecretBox
-from core.settings import ENV_PREFIX, Settings
+from core.settings import REGISTRATION, Settings
 
-AUTHORIZED = {
-    connection.Status.CONNECTED,
-    connection.Status.REAUTHORIZE,
-    connection.Status.DISCONNECTING,
-}
-REGISTRATION = ("tenant_id", "client_id", "client_secret")
 # A probe must answer well within a load balancer's timeout; azure-core waits minutes.
 PROBE_TRANSPORT = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 0}
 
@@ -58,7 +53,7 @@ class GraphAccess:
 def current(settings: Settings, conn: redis.Redis, **transport: Any) -> GraphAccess:
     """The credential a worker would use now; raises NotConfigured or Misconfigured."""
     stored = connection.load(conn)
-    if stored.status in AUTHORIZED and settings.secret_key:
+    if stored.status in connection.AUTHORIZED and settings.secret_key:
         box = SecretBox(settings.secret_key)
         endpoint = stored.endpoint(settings.graph_ca_file)
         if not stored.impersonation:
@@ -67,7 +62,7 @@ def current(settings: Settings, conn: redis.Redis, **transport: Any) -> GraphAcc
         secret = connection.client_secret(conn, box)
         tenant, client = stored.tenant_id, stored.client_id
         return _app("connection", endpoint, tenant, client, secret, transport)
-    missing = [ENV_PREFIX + name.upper() for name in REGISTRATION if not getattr(settings, name)]
+    missing = settings.missing(*REGISTRATION)
     if len(missing) == len(REGISTRATION):
         raise NotConfigured("no authorized connection and no app registration in the settings")
     if missing:

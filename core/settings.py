@@ -19,6 +19,8 @@ from core.connection import SYNC_PAST_DAYS, EditPolicy
 from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 
 ENV_PREFIX = "EXSYNC_"
+# The app registration an environment-only setup signs in with (core.graph_access).
+REGISTRATION = ("tenant_id", "client_id", "client_secret")
 AUDIT_OFF = {"", "none"}
 
 
@@ -180,9 +182,13 @@ class Settings(BaseSettings):
         return [v for v in (self.client_secret, self.coconut_client_secret,
                             self.coconut_webhook_secret, *keys, *passwords) if v]  # fmt: skip
 
+    def missing(self, *names: str) -> list[str]:
+        """The environment variables of these settings that are left empty."""
+        return [ENV_PREFIX + name.upper() for name in names if not getattr(self, name)]
+
     def require(self, *names: str) -> Settings:
         """Return self, or raise SettingsError naming every required variable left empty."""
-        missing = [ENV_PREFIX + name.upper() for name in names if not getattr(self, name)]
+        missing = self.missing(*names)
         if missing:
             raise SettingsError(f"missing required setting(s): {', '.join(missing)}")
         return self

@@ -57,7 +57,7 @@ def _graph_problem(settings: Settings, conn: Any) -> str | None:
         graph_access.current(settings, conn)
     except graph_access.NotConfigured:
         stored = connection.load(conn)
-        if stored.status in graph_access.AUTHORIZED:
+        if stored.status in connection.AUTHORIZED:
             account = stored.connected_account or "the service account"
             return (
                 f"the Exchange connection (authorized as {account}) is stored in Redis "

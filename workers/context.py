@@ -15,15 +15,12 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 import redis
-from azure.core.credentials import TokenCredential
 from msgraph import GraphServiceClient
 from rq import Queue
 
-from core import audit, connection, logs, store
+from core import audit, connection, graph_access, logs, store
 from core.coconut import CoconutClient, Staff
-from core.delegated import DelegatedCredential
-from core.graph import app_credential, graph_client
-from core.secrets import SecretBox
+from core.graph import graph_client
 from core.settings import Settings, load_settings
 from core.throttle import MailboxGate
 
@@ -32,12 +29,6 @@ ACCESS_CHECK_SECONDS = 5
 # A staff member read from Coconut serves this long, unless a staff round began since.
 STAFF_CACHE_SECONDS = 60.0
 _ACCESS_FIELDS = ("status", "connected_at", "impersonation", "graph_url", "authority", "client_id")
-_AUTHORIZED = {
-    connection.Status.CONNECTED,
-    connection.Status.REAUTHORIZE,
-    connection.Status.DISCONNECTING,
-}
-_SYNCING = {connection.Status.NOT_CONFIGURED, connection.Status.CONNECTED}
 
 
 @dataclass(frozen=True)
@@ -77,31 +68,15 @@ class WorkerContext:
         return self._graph
 
     def _build_graph(self) -> GraphServiceClient:
-        """The admin's connection once Authorize succeeded (app-only or the service account's
-        delegated token), else the environment's app registration."""
-        s = self.settings
-        stored = connection.load(self.redis)
-        if stored.status in _AUTHORIZED and s.secret_key:
-            box = SecretBox(s.secret_key)
-            endpoint = stored.endpoint(s.graph_ca_file)
-            if stored.impersonation:
-                secret = connection.client_secret(self.redis, box)
-                logs.redact(secret)
-                credential: TokenCredential = app_credential(
-                    endpoint, stored.tenant_id, stored.client_id, secret
-                )
-            else:
-                credential = DelegatedCredential(self.redis, box, s.graph_ca_file)
-            return graph_client(endpoint, credential)
-        credential = app_credential(s.graph_endpoint, s.tenant_id, s.client_id, s.client_secret)
-        return graph_client(s.graph_endpoint, credential)
+        """The client for the credential core.graph_access picks, the one /readyz checks."""
+        access = graph_access.current(self.settings, self.redis)
+        logs.redact(access.secret)
+        return graph_client(access.endpoint, access.credential)
 
     @property
     def syncing(self) -> bool:
-        """Whether jobs should write anywhere: not while the admin's connection is unauthorized,
-        needs re-authorizing or is being disconnected (an environment-only setup always syncs)."""
-        status = self.redis.hget(connection.CONNECTION_KEY, "status")
-        return status is None or status.decode() in _SYNCING
+        """Whether jobs should write anywhere (core.connection.WRITING)."""
+        return connection.writing(self.redis)
 
     @property
     def options(self) -> SyncOptions:
