@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import jobs  # noqa: E402
+from core.job_kinds import JobKind  # noqa: E402
 from core.marks import MARK_PROPERTY_ID  # noqa: E402
 from tests.harness import Process, System, wait_until  # noqa: E402
 
@@ -110,7 +111,7 @@ def main() -> int:
         start = _read(system)
         queue = Queue(QUEUE, connection=conn)
         for staff_id in range(1, args.baseline_staff + 1):
-            jobs.ensure_queued(queue, "workers.appointments.sync_staff", "staff", str(staff_id))
+            jobs.ensure_queued(queue, JobKind.SYNC_STAFF, str(staff_id))
         middle = _read(system, _wait_quiet(conn))
         restart = _read(system)
         subprocess.run([sys.executable, "-m", "exsync.cli", "initial-sync"], env=system.env,

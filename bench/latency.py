@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.settings_option import add_setting_option  # noqa: E402
 from core import jobs  # noqa: E402
+from core.job_kinds import JobKind  # noqa: E402
 from tests.harness import System, wait_until  # noqa: E402
 from tests.sync_support import CoconutAdmin, Outlook, at  # noqa: E402
 
@@ -61,8 +62,7 @@ def main() -> int:
                   **dict(args.setting)},
     ).start()  # fmt: skip
     try:
-        initial = "workers.initial_sync.run_initial_sync"
-        jobs.ensure_queued(Queue("exsync", connection=conn), initial, "initial_sync", "exchange")
+        jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.INITIAL_SYNC, "exchange")
         wait_until(lambda: _quiet(conn), 600, interval=1, what="the initial sync")
         appointments, made = _drive(system, args.rate, args.seconds)
         wait_until(lambda: _quiet(conn), 300, interval=0.5, what="quiet")
@@ -178,7 +178,7 @@ def _throughput(system: System, conn: redis.Redis) -> tuple[float, float, int]:
 
 def _sync_jobs(queue: Queue, ids: list[str]) -> None:
     for item in ids:
-        jobs.ensure_queued(queue, "workers.appointments.sync_appointment", "appointment", item)
+        jobs.ensure_queued(queue, JobKind.SYNC_APPOINTMENT, item)
 
 
 def _burst(system: System) -> float:

@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.initial_sync import _start_worker, _wait_quiet, seeded_system  # noqa: E402
 from core import jobs, reconcile  # noqa: E402
+from core.job_kinds import JobKind  # noqa: E402
 from tests.harness import System  # noqa: E402
 
 QUEUE = "exsync"
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def main() -> int:
         covered = reconcile.covered(conn)
         for _ in range(args.rounds):
             incremental.append(_timed(system, conn, lambda: [
-                jobs.ensure_queued(queue, SYNC_MAILBOX, "mailbox", m) for m in covered
+                jobs.ensure_queued(queue, JobKind.SYNC_MAILBOX, m) for m in covered
             ]))  # fmt: skip
             full.append(_timed(system, conn, lambda: reconcile.request_all(queue, "bench")))
     finally:

@@ -13,8 +13,6 @@ import redis
 
 from core import audit, store
 
-RELEASE = "workers.holds.release_holds"
-
 
 def held_key(user_id: str) -> str:
     return store.key("held", user_id)

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.lock import Lock
@@ -59,6 +59,17 @@ NOTICED_TTL = 7 * 86_400
 VERSIONED_KINDS = frozenset({"appointment", "absence"})
 
 
+class Queued(Protocol):
+    """A job as it is queued: the function's dotted path and the item kind it coalesces
+    (core.job_kinds.JobKind names every one the service has)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
 def job_id(kind: str, item: str, suffix: str = "") -> str:
     """RQ allows letters, digits, `_` and `-` only; callers pass Graph ids or numeric ids."""
     return f"{kind}-{item}{suffix}"
@@ -78,8 +89,7 @@ def configure(retries: int, timeout: int) -> None:
 
 def ensure_queued(
     queue: Queue,
-    func: str,
-    kind: str,
+    job: Queued,
     item: str,
     *,
     retries: int | None = None,
@@ -90,14 +100,16 @@ def ensure_queued(
 ) -> str:
     """Mark the item dirty and make sure a job will read it after now. Returns the job id used.
 
-    `func` is a dotted path so that the web process never imports the workers (and with them the
-    Graph and Coconut clients). `also` adds commands to the first round trip. `version`: the
-    item's version the hint announces, when its source says (VERSIONED_KINDS only). `changes`:
-    how many changes the hint stands for (the flag counts them; a burst is many). Raises
+    `job` names its function by dotted path so that the web process never imports the workers
+    (and with them the Graph and Coconut clients). `also` adds commands to the first round trip.
+    `version`: the item's version the hint announces, when its source says (VERSIONED_KINDS
+    only). `changes`: how many changes the hint stands for (the flag counts them; a burst is
+    many). Raises
     redis.ConnectionError when Redis is down.
     """
     retries = JobPolicy.retries if retries is None else retries
     timeout = max(JobPolicy.timeout, timeout or 0)
+    kind, func = job.kind, job.path
     conn = queue.connection
     first = job_id(kind, item)
     # The hot path, one round trip: mark dirty, then see whether the job already waits. A job
@@ -292,7 +304,7 @@ def _clear(
 
 def run_coalesced(
     conn: redis.Redis,
-    kind: str,
+    job: Queued,
     item: str,
     round_: Callable[[Lock], Any],
     *,
@@ -309,6 +321,7 @@ def run_coalesced(
     next round. A trickle of changes, however steady, is read at once, so the wait never holds a
     worker that other items' changes need. Returns how many rounds ran.
     """
+    kind = job.kind
     dirty = store.dirty_key(kind, item)
     lock = _coalesced_lock(conn, kind, item)
     if lock is None:
@@ -335,9 +348,9 @@ def run_coalesced(
         finished = lock.local.token is None
     if not finished:  # MAX_ROUNDS and still dirty: let the queue's other items go first
         log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
-        job = get_current_job(conn)
-        if job is not None:
-            ensure_queued(Queue(job.origin, connection=conn), job.func_name, kind, item)
+        running = get_current_job(conn)
+        if running is not None:
+            ensure_queued(Queue(running.origin, connection=conn), job, item)
     return rounds
 
 

@@ -27,10 +27,8 @@ import redis
 from rq import Queue
 
 from core import jobs, store
+from core.job_kinds import JobKind
 
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
-PROJECT_STAFF = "workers.bulk_projection.project_staff"
-PROJECT_STAFF_KIND = "staff_items"
 REQUESTED = "full_requested"
 
 
@@ -64,10 +62,10 @@ class Reconciled:
 
 def request(queue: Queue, staff_id: str, user_id: str, reason: str) -> list[str]:
     """Ask for a full reconciliation of one staff member; returns the job ids to watch."""
-    queued = [jobs.ensure_queued(queue, PROJECT_STAFF, PROJECT_STAFF_KIND, staff_id)]
+    queued = [jobs.ensure_queued(queue, JobKind.PROJECT_STAFF, staff_id)]
     if user_id:
         mark(queue.connection, user_id, reason)
-        queued.append(jobs.ensure_queued(queue, SYNC_MAILBOX, "mailbox", user_id))
+        queued.append(jobs.ensure_queued(queue, JobKind.SYNC_MAILBOX, user_id))
     return queued
 
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 from rq import Queue
 
 from core import jobs, reconcile
+from core.job_kinds import JobKind
 from core.staff_status import StaffRow
-
-SYNC_STAFF = "workers.appointments.sync_staff"
 
 
 def queue_resync(queue: Queue, rows: list[StaffRow]) -> list[str]:
     """Make sure each staff member's jobs are queued; returns the job ids to watch."""
     queued = []
     for row in rows:
-        queued.append(jobs.ensure_queued(queue, SYNC_STAFF, "staff", row.staff_id))
+        queued.append(jobs.ensure_queued(queue, JobKind.SYNC_STAFF, row.staff_id))
         queued += reconcile.request(queue, row.staff_id, row.user_id, "resync")
     return queued

@@ -17,6 +17,7 @@ import click
 import redis
 
 from core import jobs, logs, store
+from core.job_kinds import JobKind
 from core.settings import Settings, SettingsError, load_settings
 from exsync import resync, sync_chores
 
@@ -252,9 +253,7 @@ def initial_sync(status_only: bool) -> None:
     conn = store.connect(settings.redis_url)
     if not status_only:
         queue = Queue(settings.queue_name, connection=conn)
-        jobs.ensure_queued(
-            queue, "workers.initial_sync.run_initial_sync", "initial_sync", "exchange"
-        )
+        jobs.ensure_queued(queue, JobKind.INITIAL_SYNC, "exchange")
         click.echo("initial sync queued")
     now = progress(conn)
     click.echo(f"state: {now.state}   items done: {now.done}/{now.total}")

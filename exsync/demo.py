@@ -38,6 +38,7 @@ from cryptography.fernet import Fernet
 from rq import Queue
 
 from core import jobs
+from core.job_kinds import JobKind
 from core.settings import ENV_PREFIX, SettingsError, load_settings
 from exsync.admin_users import add_user
 from exsync.processes import Process, ProcessExited, wait_until
@@ -49,7 +50,6 @@ WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"  # noqa: S105 - demo o
 ADMIN_EMAIL = "admin@demo.example"
 # The Graph emulator's mailbox to sign in as at Authorize (not a Coconut staff member).
 SERVICE_ACCOUNT = "sync@contoso.example"
-INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 ENV_FILE = "exsync.env"
 # The demo's own choices a user's setting overrides (the rest of the wiring it never gives up).
 DEMO_DEFAULTS = {"EXSYNC_SHOW_EVENT_TITLES": "true"}
@@ -123,7 +123,7 @@ def _run(workdir: Path, host: str, port: int) -> int:
     # The demo's Graph app comes from the environment, already consented: sync what exists now,
     # as Authorize does on a real connection.
     queue = Queue(env.get("EXSYNC_QUEUE_NAME", "exsync"), connection=conn)
-    jobs.ensure_queued(queue, INITIAL_SYNC, "initial_sync", "exchange")
+    jobs.ensure_queued(queue, JobKind.INITIAL_SYNC, "exchange")
     _print_started(redis_note, web_url, graph_url, coconut_url, workdir)
     _print_next_steps(web_url, graph_url, workdir, admin_password, passed, ignored)
     click.echo("Press Ctrl-C to stop.")

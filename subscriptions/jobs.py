@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core import jobs
+from core.job_kinds import JobKind
 from subscriptions import manager
 from workers import directory
 from workers.context import WorkerContext, context
@@ -16,34 +17,36 @@ from workers.context import WorkerContext, context
 
 def reauthorize_subscription(subscription_id: str) -> None:
     """Lifecycle `reauthorizationRequired`."""
-    _on_subscription(subscription_id, manager.reauthorize)
+    _on_subscription(JobKind.REAUTHORIZE_SUBSCRIPTION, subscription_id, manager.reauthorize)
 
 
 def recreate_subscription(subscription_id: str) -> None:
     """Lifecycle `subscriptionRemoved`: a new subscription, and the mailbox resynced."""
-    _on_subscription(subscription_id, manager.recreate)
+    _on_subscription(JobKind.RECREATE_SUBSCRIPTION, subscription_id, manager.recreate)
 
 
 def renew_subscription(subscription_id: str) -> None:
     """The scheduler's renewal before expiry."""
-    _on_subscription(subscription_id, manager.renew)
+    _on_subscription(JobKind.RENEW_SUBSCRIPTION, subscription_id, manager.renew)
 
 
 def delete_subscription(subscription_id: str) -> None:
     """The admin removed it."""
-    _on_subscription(subscription_id, manager.delete)
+    _on_subscription(JobKind.DELETE_SUBSCRIPTION, subscription_id, manager.delete)
 
 
-def _on_subscription(subscription_id: str, action: Callable[[WorkerContext, str], object]) -> None:
+def _on_subscription(
+    job: JobKind, subscription_id: str, action: Callable[[WorkerContext, str], object]
+) -> None:
     ctx = context()
-    jobs.run_coalesced(
-        ctx.redis, "subscription", subscription_id, lambda _: action(ctx, subscription_id)
-    )
+    jobs.run_coalesced(ctx.redis, job, subscription_id, lambda _: action(ctx, subscription_id))
 
 
 def reconcile_subscriptions(_item: str = "all") -> None:
     ctx = context()
-    jobs.run_coalesced(ctx.redis, "subscriptions", "all", lambda _: manager.reconcile(ctx))
+    jobs.run_coalesced(
+        ctx.redis, JobKind.RECONCILE_SUBSCRIPTIONS, "all", lambda _: manager.reconcile(ctx)
+    )
 
 
 def register(target: str) -> None:
@@ -58,4 +61,4 @@ def register(target: str) -> None:
             if target in (str(staff.id), staff.email.lower(), mailbox.address):
                 manager.ensure(ctx, mailbox.user_id)
 
-    jobs.run_coalesced(ctx.redis, "register", target, lambda _: one_round())
+    jobs.run_coalesced(ctx.redis, JobKind.REGISTER_SUBSCRIPTIONS, target, lambda _: one_round())

@@ -25,13 +25,13 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.subscription import Subscription
 
 from core import audit, jobs, store
+from core.job_kinds import JobKind
 from workers import directory
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 CHANGE_TYPES = "created,updated,deleted"
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
 def of_key(user_id: str) -> str:
@@ -104,7 +104,7 @@ def create(ctx: WorkerContext, user_id: str) -> Local:
     pipe.execute()
     log.info("subscription.created", extra={"mailbox": user_id, "subscription": made.id})
     _emit("subscription.created", record)
-    jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
+    jobs.ensure_queued(ctx.queue, JobKind.SYNC_MAILBOX, user_id)
     return record
 
 

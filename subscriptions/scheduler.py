@@ -33,6 +33,7 @@ import redis
 from prometheus_client import start_http_server
 
 from core import jobs, logs, refusals, store
+from core.job_kinds import JobKind
 from core.settings import Settings
 from subscriptions import manager
 from workers.context import WorkerContext, install
@@ -42,10 +43,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 LEADER_KEY = store.key("scheduler", "leader")
 LEADER_TTL = 10
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 SILENCE = "no change notification"
-RECONCILE = "subscriptions.jobs.reconcile_subscriptions"
-COCONUT = "workers.appointments.reconcile_coconut"
 
 
 def run_scheduler(settings: Settings, *, host: str, port: int) -> int:
@@ -88,18 +86,23 @@ def tick(ctx: WorkerContext) -> None:
     _renewals(ctx)
     if app_only:
         _every(
-            ctx, "reconcile", s.reconcile_seconds, lambda: _queue(ctx, RECONCILE, "subscriptions")
+            ctx,
+            "reconcile",
+            s.reconcile_seconds,
+            lambda: _queue(ctx, JobKind.RECONCILE_SUBSCRIPTIONS),
         )
     interval = s.safety_net_seconds if app_only else min(s.poll_seconds, s.safety_net_seconds)
     _every(ctx, "mailboxes", interval, lambda: _sync_every_mailbox(ctx))
-    _every(ctx, "coconut", s.coconut_reconcile_seconds, lambda: _queue(ctx, COCONUT, "coconut"))
+    _every(
+        ctx, "coconut", s.coconut_reconcile_seconds, lambda: _queue(ctx, JobKind.RECONCILE_COCONUT)
+    )
     if app_only:
         _every(ctx, "silence", min(60.0, s.silence_seconds), lambda: _flag_silence(ctx))
     _every(ctx, "refused", 60.0, lambda: _retry_refused(ctx))
 
 
-def _queue(ctx: WorkerContext, func: str, kind: str) -> None:
-    jobs.ensure_queued(ctx.queue, func, kind, "all")
+def _queue(ctx: WorkerContext, job: JobKind) -> None:
+    jobs.ensure_queued(ctx.queue, job, "all")
 
 
 def _every(ctx: WorkerContext, task: str, seconds: float, action: Callable[[], Any]) -> None:
@@ -116,10 +119,7 @@ def _renewals(ctx: WorkerContext) -> None:
     now = time.time()
     for record in manager.all_local(ctx):
         if record.renew_at <= now:
-            jobs.ensure_queued(
-                ctx.queue, "subscriptions.jobs.renew_subscription", "subscription",
-                record.subscription_id,
-            )  # fmt: skip
+            jobs.ensure_queued(ctx.queue, JobKind.RENEW_SUBSCRIPTION, record.subscription_id)
 
 
 def _mailboxes(ctx: WorkerContext) -> list[str]:
@@ -134,7 +134,7 @@ def _mailboxes(ctx: WorkerContext) -> list[str]:
 
 def _sync_every_mailbox(ctx: WorkerContext) -> None:
     for user_id in _mailboxes(ctx):
-        jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
+        jobs.ensure_queued(ctx.queue, JobKind.SYNC_MAILBOX, user_id)
 
 
 def _retry_refused(ctx: WorkerContext) -> None:
@@ -145,7 +145,7 @@ def _retry_refused(ctx: WorkerContext) -> None:
         user_id = key.decode()[len(prefix) :]
         due = refusals.next_retry(ctx.redis, user_id)
         if due is not None and due <= now:
-            jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
+            jobs.ensure_queued(ctx.queue, JobKind.SYNC_MAILBOX, user_id)
 
 
 def _flag_silence(ctx: WorkerContext) -> None:
@@ -170,4 +170,4 @@ def _flag_silence(ctx: WorkerContext) -> None:
                 f"{SILENCE} for {hours:.1f} hours although subscribed; "
                 "resynced by delta (Graph may be dropping notifications)",
             )  # fmt: skip
-            jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", record.user_id)
+            jobs.ensure_queued(ctx.queue, JobKind.SYNC_MAILBOX, record.user_id)

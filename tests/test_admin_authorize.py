@@ -23,6 +23,7 @@ from rq import Queue
 from core import connection
 from core.aadsts import explain
 from core.connection import Status
+from core.job_kinds import JobKind
 from core.secrets import SecretBox, generate_key
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
 from tests.test_admin_support import (
@@ -169,7 +170,7 @@ def test_service_account_sign_in_connects_stores_the_refresh_token_encrypted_and
                   "client_id": GRAPH_CLIENT_ID, "client_secret": GRAPH_CLIENT_SECRET},
         )  # fmt: skip
     assert redeemed.status_code == 200
-    assert initial_sync_jobs(redis_conn) == ["workers.initial_sync.run_initial_sync"]
+    assert initial_sync_jobs(redis_conn) == [JobKind.INITIAL_SYNC.path]
     for secret in (refresh, GRAPH_CLIENT_SECRET):
         assert secret not in page
         assert secret not in caplog.text

@@ -21,6 +21,7 @@ from rq import Queue as RQQueue
 
 from core import jobs
 from core.audit import EXCHANGE, AuditPublisher
+from core.job_kinds import JobKind
 from tests.harness import COCONUT_WEBHOOK_SECRET, GRAPH_CLIENT_SECRET
 from tests.sync_support import (
     CoconutAdmin,
@@ -175,7 +176,6 @@ def test_an_event_that_cannot_be_sent_is_dropped_and_the_next_still_goes(
 QUIET = {"EXSYNC_SAFETY_NET_SECONDS": "3600", "EXSYNC_RECONCILE_SECONDS": "3600",
          "EXSYNC_SHOW_EVENT_TITLES": "true"}  # fmt: skip
 USER1, STAFF1 = "user1@contoso.example", 1
-SYNC_APPOINTMENT = "workers.appointments.sync_appointment"
 
 
 class Listener:
@@ -286,12 +286,12 @@ def test_a_failing_job_publishes_sync_failed_for_each_attempt(
     failures = listen(redis_url, "sync.*")
     make_system()
     queue = RQQueue("exsync", connection=redis_conn)
-    job_id = jobs.ensure_queued(queue, SYNC_APPOINTMENT, "appointment", "bogus", retries=1)
+    job_id = jobs.ensure_queued(queue, JobKind.SYNC_APPOINTMENT, "bogus", retries=1)
 
     first, last = failures.wait_for("sync.failed", count=2, job_id=job_id)
     for attempt, body in ((1, first), (2, last)):
         assert body["attempt"] == attempt
-        assert body["function"] == SYNC_APPOINTMENT
+        assert body["function"] == JobKind.SYNC_APPOINTMENT.path
         assert body["item_id"] == "bogus"
         assert body["error"] == "ValueError"
     assert (first["will_retry"], last["will_retry"]) == (True, False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pytest
 import redis
@@ -19,7 +20,15 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from core import jobs, store
 
-FUNC = "tests.test_coalescing_protocol.probe"
+
+class Probe(NamedTuple):
+    """A job of this module's own, queued and coalesced as the service's are (core.jobs.Queued)."""
+
+    path: str
+    kind: str
+
+
+PROBE = Probe("tests.test_coalescing_protocol.probe", "probe")
 
 
 @dataclass
@@ -36,7 +45,7 @@ class Script:
 
     def change(self) -> None:
         self.changes += 1
-        jobs.ensure_queued(self.queue, FUNC, "probe", self.item)
+        jobs.ensure_queued(self.queue, PROBE, self.item)
 
     def round(self) -> None:
         seen, number = self.changes, len(self.rounds)
@@ -54,7 +63,7 @@ SCRIPT: Script | None = None
 def probe(item: str) -> int:
     """The job: one coalesced run of the current script's rounds."""
     assert SCRIPT is not None and SCRIPT.item == item
-    return jobs.run_coalesced(SCRIPT.conn, "probe", item, lambda _: SCRIPT.round())
+    return jobs.run_coalesced(SCRIPT.conn, PROBE, item, lambda _: SCRIPT.round())
 
 
 # Each example runs real jobs on a real worker: fewer examples than hypothesis's default, no
@@ -129,7 +138,7 @@ class VersionedScript:
         self.hint(self.version if announce else None)
 
     def hint(self, version: int | None) -> None:
-        jobs.ensure_queued(self.queue, VERSIONED_FUNC, "appointment", self.item, version=version)
+        jobs.ensure_queued(self.queue, VERSIONED_PROBE, self.item, version=version)
 
     def round(self) -> int:
         read, number = self.version, len(self.rounds)
@@ -148,12 +157,13 @@ def _at(values: list[int], index: int) -> int:
 
 
 VERSIONED: VersionedScript | None = None
-VERSIONED_FUNC = "tests.test_coalescing_protocol.versioned_probe"
+# "appointment": a kind whose hints name the version they announce (core.jobs.VERSIONED_KINDS).
+VERSIONED_PROBE = Probe("tests.test_coalescing_protocol.versioned_probe", "appointment")
 
 
 def versioned_probe(item: str) -> int:
     assert VERSIONED is not None and VERSIONED.item == item
-    return jobs.run_coalesced(VERSIONED.conn, "appointment", item, lambda _: VERSIONED.round())
+    return jobs.run_coalesced(VERSIONED.conn, VERSIONED_PROBE, item, lambda _: VERSIONED.round())
 
 
 def _drain(queue: Queue) -> None:

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from core import jobs
+from tests.test_coalescing_protocol import PROBE
 
 
 def test_a_held_lock_outlives_its_ttl_and_is_released_after(
@@ -48,11 +49,11 @@ def test_a_job_that_finds_a_live_coalesced_run_leaves_its_change_to_that_run(
         if len(reads) == 1:
             change()  # a change lands mid-round, and another worker takes its job
             began = time.monotonic()
-            rounds = jobs.run_coalesced(redis_conn, "probe", item, lambda _: reads.append(-1))
+            rounds = jobs.run_coalesced(redis_conn, PROBE, item, lambda _: reads.append(-1))
             second.append((rounds, time.monotonic() - began))
 
     change()
-    assert jobs.run_coalesced(redis_conn, "probe", item, first_round) == 2
+    assert jobs.run_coalesced(redis_conn, PROBE, item, first_round) == 2
     assert second and second[0][0] == 0 and second[0][1] < 1.0, second
     assert reads == [1, 2]  # the first run read the change itself, in a second round
     assert not redis_conn.exists(f"exsync:dirty:probe:{item}", f"exsync:lock:probe:{item}")
@@ -68,5 +69,5 @@ def test_a_job_waits_for_a_coalesced_holder_that_stopped_renewing(
     redis_conn.set(f"exsync:lock:probe:{item}", "coalesced:dead", px=900)  # missed a renewal
     redis_conn.incr(f"exsync:dirty:probe:{item}")
     began = time.monotonic()
-    assert jobs.run_coalesced(redis_conn, "probe", item, lambda _: None) == 1
+    assert jobs.run_coalesced(redis_conn, PROBE, item, lambda _: None) == 1
     assert 0.7 < time.monotonic() - began < 3.0

@@ -15,6 +15,7 @@ import httpx
 import redis
 
 from core import logs
+from core.job_kinds import JobKind
 from core.settings import load_settings
 from tests.harness import (
     COCONUT_CLIENT_SECRET,
@@ -116,7 +117,7 @@ def test_a_real_sync_logs_ids_and_never_a_secret_subject_or_customer(
     ours = [e for e in worker if e["logger"].startswith(("workers.", "subscriptions.", "core."))]
     in_jobs = [e for e in worker if "job_id" in e]
     assert {e["job"] for e in in_jobs} >= {
-        "workers.appointments.sync_appointment", "workers.mailboxes.sync_mailbox",
+        JobKind.SYNC_APPOINTMENT.path, JobKind.SYNC_MAILBOX.path,
     }  # fmt: skip
     assert [e for e in ours if e["logger"] != "core.audit" and "job_id" not in e] == []
 

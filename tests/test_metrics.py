@@ -12,6 +12,7 @@ import redis
 from rq import Queue
 
 from core import store
+from core.job_kinds import JobKind
 from core.settings import load_settings
 from tests.harness import System, wait_until
 from tests.sync_support import (
@@ -41,8 +42,8 @@ def test_queue_and_subscription_gauges_follow_redis(
     redis_url: str, redis_conn: redis.Redis
 ) -> None:
     queue = Queue("exsync", connection=redis_conn)
-    queue.enqueue("workers.mailboxes.sync_mailbox", "m-1", job_id="probe-1")
-    queue.enqueue("workers.mailboxes.sync_mailbox", "m-2", job_id="probe-2")
+    queue.enqueue(JobKind.SYNC_MAILBOX.path, "m-1", job_id="probe-1")
+    queue.enqueue(JobKind.SYNC_MAILBOX.path, "m-2", job_id="probe-2")
     now = time.time()
     redis_conn.hset(store.subscription_key("s-1"), mapping={"expires_at": now + 3 * 86_400})
     redis_conn.hset(store.subscription_key("s-2"), mapping={"expires_at": now + 3_600})
@@ -120,7 +121,7 @@ def test_a_real_sync_shows_in_the_web_worker_and_scheduler_metrics(make_system) 
     worker = scrape(f"http://127.0.0.1:{system.metrics_ports['worker-0']}/metrics")
     assert worker["exsync_graph_requests_total"][(("status", "ok"),)] > 0
     jobs_done = worker["exsync_job_duration_seconds_count"]
-    for job in ("workers.appointments.sync_appointment", "workers.mailboxes.sync_mailbox"):
+    for job in (JobKind.SYNC_APPOINTMENT.path, JobKind.SYNC_MAILBOX.path):
         assert jobs_done[(("job", job), ("result", "ok"))] >= 1
     lag_count, lag_sum = (
         worker["exsync_sync_lag_seconds_count"],

@@ -18,11 +18,10 @@ import redis
 from rq import Queue
 
 from core import jobs, reconcile, refusals, store
+from core.job_kinds import JobKind
 from tests.harness import System, wait_until
 from tests.sync_support import CoconutAdmin, Outlook, at, busy_blocks, mark_of, user_id, wait_blocks
 from tests.test_mailbox_sync import STAFF1, USER1, subscribed_system
-
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 
 
 def day(offset: int) -> datetime:
@@ -148,7 +147,7 @@ def test_a_refused_item_due_again_is_retried_by_a_full_round(
     key = refusals.refused_key(mailbox)
     redis_conn.hset(key, refusal.event_id, redis_conn.hget(key, refusal.event_id).replace(
         str(refusal.retry_at).encode(), b"0"))  # fmt: skip
-    jobs.ensure_queued(Queue("exsync", connection=redis_conn), SYNC_MAILBOX, "mailbox", mailbox)
+    jobs.ensure_queued(Queue("exsync", connection=redis_conn), JobKind.SYNC_MAILBOX, mailbox)
     wait_blocks(system, STAFF1, titled("Sabbatical"), what="the refused block made on its retry")
     wait_until(lambda: not refusals.refused(redis_conn, mailbox), 30, what="the refusal cleared")
 
@@ -291,7 +290,7 @@ def test_the_keep_policy_holds_against_the_coconut_reconciliation_and_a_resync(
     system, booking, warning = edited_in_outlook(make_system, redis_conn, "keep")
     assert "the edit is kept for now" in warning
     queue = Queue("exsync", connection=redis_conn)
-    jobs.ensure_queued(queue, "workers.appointments.reconcile_coconut", "coconut", "all")
+    jobs.ensure_queued(queue, JobKind.RECONCILE_COCONUT, "all")
     quiet(system, redis_conn)
     assert run_cli(system, "resync", USER1).returncode == 0
     quiet(system, redis_conn)

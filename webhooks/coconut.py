@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from core import jobs, store
+from core.job_kinds import JobKind
 from core.metrics import NOTIFICATIONS
 from webhooks.coconut_signature import SignatureError, verify
 
@@ -28,14 +29,13 @@ bp = Blueprint("coconut_webhooks", __name__)
 class Target:
     """Which job an event asks for, and which JSON:API type its `data` must carry."""
 
-    func: str
-    kind: str
+    job: JobKind
     data_type: str
 
 
-APPOINTMENT = Target("workers.appointments.sync_appointment", "appointment", "appointments")
-ABSENCE = Target("workers.appointments.sync_absence", "absence", "absences")
-STAFF = Target("workers.appointments.sync_staff", "staff", "users")
+APPOINTMENT = Target(JobKind.SYNC_APPOINTMENT, "appointments")
+ABSENCE = Target(JobKind.SYNC_ABSENCE, "absences")
+STAFF = Target(JobKind.SYNC_STAFF, "users")
 
 DISPATCH: dict[str, Target | None] = {
     "appointment.created": APPOINTMENT,
@@ -95,7 +95,7 @@ def receive() -> tuple[Response, int]:
         NOTIFICATIONS.labels(source="coconut", outcome="duplicate").inc()
         log.info("coconut.duplicate", extra={"delivery_id": delivery_id})
         return jsonify(status="duplicate", delivery_id=delivery_id), 200
-    job = jobs.ensure_queued(services.queue, target.func, target.kind, item, version=version)
+    job = jobs.ensure_queued(services.queue, target.job, item, version=version)
     store.remember_delivery(services.redis, "coconut", delivery_id)
     NOTIFICATIONS.labels(source="coconut", outcome="accepted").inc()
     log.info("coconut.accepted", extra={"coconut_event": event, "item": item, "job_id": job})

@@ -27,15 +27,15 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from core import echoes, jobs, store
+from core.job_kinds import JobKind
 from core.metrics import NOTIFICATIONS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("graph_webhooks", __name__)
 
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 LIFECYCLE_JOBS = {
-    "reauthorizationRequired": "subscriptions.jobs.reauthorize_subscription",
-    "subscriptionRemoved": "subscriptions.jobs.recreate_subscription",
+    "reauthorizationRequired": JobKind.REAUTHORIZE_SUBSCRIPTION,
+    "subscriptionRemoved": JobKind.RECREATE_SUBSCRIPTION,
     "missed": None,  # nothing to repair on the subscription: resync the mailbox
 }
 MAX_TOKEN_LENGTH = 4096
@@ -83,7 +83,7 @@ def notifications() -> tuple[Response, int] | Response:
     # Graph batches several changes per POST; one job per mailbox covers them all, and the
     # flag counts them (the job waits out a burst: core.jobs.run_coalesced).
     for mailbox, changes in sorted(mailboxes.items()):
-        jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox, changes=changes)
+        jobs.ensure_queued(services.queue, JobKind.SYNC_MAILBOX, mailbox, changes=changes)
     news = sum(mailboxes.values())
     NOTIFICATIONS.labels(source="graph", outcome="accepted").inc(news)
     if echoed := len(verified) - news:
@@ -120,8 +120,8 @@ def lifecycle() -> tuple[Response, int] | Response:
     for event, subscription_id, mailbox in verified:
         func = LIFECYCLE_JOBS[event]
         if func is not None:
-            jobs.ensure_queued(services.queue, func, "subscription", subscription_id)
-        jobs.ensure_queued(services.queue, SYNC_MAILBOX, "mailbox", mailbox)
+            jobs.ensure_queued(services.queue, func, subscription_id)
+        jobs.ensure_queued(services.queue, JobKind.SYNC_MAILBOX, mailbox)
         log.info("graph.lifecycle", extra={"lifecycle_event": event, "mailbox": mailbox})
         queued += 1
     return jsonify(status="accepted", queued=queued), 202

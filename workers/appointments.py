@@ -25,6 +25,7 @@ from pathlib import Path
 from core import audit, jobs, store
 from core.coconut import Staff
 from core.connection import EditPolicy
+from core.job_kinds import PROJECTION_JOBS, JobKind
 from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
 from workers import directory, exchange
 from workers.context import WorkerContext, context
@@ -32,10 +33,6 @@ from workers.projection import EventDraft, Templates, absence_event, appointment
 
 log = logging.getLogger(__name__)
 
-SYNC_APPOINTMENT = "workers.appointments.sync_appointment"
-SYNC_ABSENCE = "workers.appointments.sync_absence"
-SYNC_STAFF_MAILBOX = "workers.appointments.sync_staff_mailbox"
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
 # Coconut's updated_at and our clock differ a little; re-reading a few minutes costs nothing.
 RECONCILE_OVERLAP = timedelta(minutes=5)
 
@@ -44,7 +41,10 @@ def sync_appointment(appointment_id: str) -> int:
     """Make every assigned mailbox show the appointment as Coconut has it now."""
     ctx = context()
     return jobs.run_coalesced(
-        ctx.redis, "appointment", appointment_id, lambda _: _appointment_round(ctx, appointment_id)
+        ctx.redis,
+        JobKind.SYNC_APPOINTMENT,
+        appointment_id,
+        lambda _: _appointment_round(ctx, appointment_id),
     )
 
 
@@ -52,7 +52,7 @@ def sync_absence(absence_id: str) -> int:
     """Make the staff member's mailbox show a Coconut absence as a busy event, or not at all."""
     ctx = context()
     return jobs.run_coalesced(
-        ctx.redis, "absence", absence_id, lambda _: _absence_round(ctx, absence_id)
+        ctx.redis, JobKind.SYNC_ABSENCE, absence_id, lambda _: _absence_round(ctx, absence_id)
     )
 
 
@@ -65,25 +65,26 @@ def sync_staff(staff_id: str) -> int:
     round, and its dirty flag is cleared).
     """
     ctx = context()
-    return jobs.run_coalesced(ctx.redis, "staff", staff_id, lambda _: _staff_round(ctx, staff_id))
+    return jobs.run_coalesced(
+        ctx.redis, JobKind.SYNC_STAFF, staff_id, lambda _: _staff_round(ctx, staff_id)
+    )
 
 
 def _staff_round(ctx: WorkerContext, staff_id: str) -> int:
     ctx.redis.incr(store.staff_epoch_key())
     ctx.redis.hdel(directory.staff_key(staff_id), "checked_at")
-    jobs.ensure_queued(ctx.queue, SYNC_STAFF_MAILBOX, "staff_mailbox", staff_id)
+    jobs.ensure_queued(ctx.queue, JobKind.SYNC_STAFF_MAILBOX, staff_id)
     since = datetime.now(UTC) - timedelta(days=ctx.options.sync_past_days)
     queued = 0
     for appointment in ctx.coconut.appointments(user=int(staff_id), start_after=since):
-        jobs.ensure_queued(ctx.queue, SYNC_APPOINTMENT, "appointment", str(appointment.id))
+        jobs.ensure_queued(ctx.queue, JobKind.SYNC_APPOINTMENT, str(appointment.id))
         queued += 1
     for absence in ctx.coconut.absences(user=int(staff_id), source="coconut"):
-        jobs.ensure_queued(ctx.queue, SYNC_ABSENCE, "absence", str(absence.id))
+        jobs.ensure_queued(ctx.queue, JobKind.SYNC_ABSENCE, str(absence.id))
         queued += 1
     # Items whose projection is in a mailbox but no longer list this staff member.
     for projection in _projections_of_staff(ctx, staff_id):
-        func = SYNC_APPOINTMENT if projection.kind == "appointment" else SYNC_ABSENCE
-        jobs.ensure_queued(ctx.queue, func, projection.kind, projection.item_id)
+        jobs.ensure_queued(ctx.queue, PROJECTION_JOBS[projection.kind], projection.item_id)
         queued += 1
     return queued
 
@@ -100,14 +101,16 @@ def sync_staff_mailbox(staff_id: str) -> None:
     if ctx.impersonation:
         manager.ensure(ctx, user_id)
     # A new time zone or match is the mailbox round's to notice (its `covers`): a full round.
-    jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", user_id)
+    jobs.ensure_queued(ctx.queue, JobKind.SYNC_MAILBOX, user_id)
 
 
 def reconcile_coconut(item: str = "all") -> int:
     """The safety net for lost Coconut webhooks: queue every item changed since the last check,
     and every projected item Coconut no longer lists (deleted without a webhook)."""
     ctx = context()
-    return jobs.run_coalesced(ctx.redis, "coconut", item, lambda _: _reconcile_round(ctx))
+    return jobs.run_coalesced(
+        ctx.redis, JobKind.RECONCILE_COCONUT, item, lambda _: _reconcile_round(ctx)
+    )
 
 
 def _reconcile_round(ctx: WorkerContext) -> int:
@@ -125,9 +128,8 @@ def _reconcile_round(ctx: WorkerContext) -> int:
             queued.add(("absence", str(absence.id)))
     for kind in ("appointment", "absence"):
         queued |= {(kind, item_id) for item_id in _projected_items(ctx, kind)}
-    funcs = {"appointment": SYNC_APPOINTMENT, "absence": SYNC_ABSENCE}
     for kind, item_id in sorted(queued):
-        jobs.ensure_queued(ctx.queue, funcs[kind], kind, item_id)
+        jobs.ensure_queued(ctx.queue, PROJECTION_JOBS[kind], item_id)
     ctx.redis.set(checkpoint_key, started.timestamp())
     log.info("reconcile.coconut", extra={"queued": len(queued), "full": since is None})
     return len(queued)

@@ -41,20 +41,18 @@ from datetime import UTC, datetime, timedelta
 
 from kiota_abstractions.request_information import RequestInformation
 
-from core import jobs, reconcile, store
+from core import jobs, store
 from core.coconut import Staff
 from core.connection import EditPolicy
+from core.job_kinds import PROJECTION_JOBS, JobKind
 from core.marks import Projection, ProjectionIndex, mark_value, parse_mark, transaction_id
 from core.progress import items_key
 from workers import appointments, exchange
-from workers.appointments import SYNC_ABSENCE, SYNC_APPOINTMENT
 from workers.context import WorkerContext, context
 from workers.projection import EventDraft, absence_event, appointment_event, is_live
 
 log = logging.getLogger(__name__)
 
-PROJECT_STAFF = reconcile.PROJECT_STAFF  # the job path and kind are named once, there
-KIND = reconcile.PROJECT_STAFF_KIND
 PROGRESS_KIND = "initial_item"
 
 
@@ -62,7 +60,9 @@ def project_staff(staff_id: str) -> int:
     """Make the staff member's mailbox hold every upcoming appointment and Coconut absence of
     theirs exactly as `project(item)` says."""
     ctx = context()
-    return jobs.run_coalesced(ctx.redis, KIND, staff_id, lambda _: _round(ctx, staff_id))
+    return jobs.run_coalesced(
+        ctx.redis, JobKind.PROJECT_STAFF, staff_id, lambda _: _round(ctx, staff_id)
+    )
 
 
 def progress_member(staff_id: str, kind: str, item_id: str) -> str:
@@ -275,8 +275,7 @@ def _record(
 
 
 def _hand_off(ctx: WorkerContext, kind: str, item_id: str) -> None:
-    func = SYNC_APPOINTMENT if kind == "appointment" else SYNC_ABSENCE
-    jobs.ensure_queued(ctx.queue, func, kind, item_id)
+    jobs.ensure_queued(ctx.queue, PROJECTION_JOBS[kind], item_id)
 
 
 def _claim_unlisted(

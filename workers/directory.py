@@ -17,6 +17,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from core import jobs, store
 from core.coconut import Staff
+from core.job_kinds import JobKind
 from core.staff_status import ENABLED_KEY, NOT_ENABLED, ROSTER_KEY
 from workers.context import WorkerContext
 from workers.exchange import refusal
@@ -24,7 +25,6 @@ from workers.exchange import refusal
 log = logging.getLogger(__name__)
 
 MATCH_TTL = 3600
-FORGET_MAILBOX = "workers.mailboxes.forget_mailbox"
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None
     if previous and previous != user_id:
         # The staff member no longer owns that mailbox: stop syncing it into their calendar.
         ctx.redis.hdel(store.mailbox_key(previous), "staff_id")
-        jobs.ensure_queued(ctx.queue, FORGET_MAILBOX, "forget", previous)
+        jobs.ensure_queued(ctx.queue, JobKind.FORGET_MAILBOX, previous)
     pipe = ctx.redis.pipeline()
     pipe.hset(staff_key(staff_id), mapping={"address": address, "checked_at": time.time()})
     if user_id is None:

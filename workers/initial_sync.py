@@ -25,6 +25,7 @@ import redis
 from rq import get_current_job
 
 from core import jobs, reconcile, store
+from core.job_kinds import JobKind
 from core.progress import RUN_KEY, items_key, user_key
 from subscriptions import manager
 from workers import bulk_projection, directory
@@ -32,15 +33,16 @@ from workers.context import context
 
 log = logging.getLogger(__name__)
 
-SYNC_MAILBOX = "workers.mailboxes.sync_mailbox"
-
 
 def run_initial_sync(connection_name: str = "exchange") -> int:
     """Queue every staff member's existing items (coalesced like every job: a second Authorize
     while one runs earns one more pass, not two at once)."""
     ctx = context()
     return jobs.run_coalesced(
-        ctx.redis, "initial_sync", connection_name, lambda _: _queue_everything(connection_name)
+        ctx.redis,
+        JobKind.INITIAL_SYNC,
+        connection_name,
+        lambda _: _queue_everything(connection_name),
     )
 
 
@@ -70,13 +72,12 @@ def _queue_everything(connection_name: str) -> int:
             mapping={"listed": 1, "address": mailbox.address, "mailbox": mailbox.user_id},
         )
         pipe.execute()
-        jobs.ensure_queued(ctx.queue, bulk_projection.PROJECT_STAFF, bulk_projection.KIND,
-                           staff_id)  # fmt: skip
+        jobs.ensure_queued(ctx.queue, JobKind.PROJECT_STAFF, staff_id)
     for _, mailbox in covered:
         # A full round: after an Authorize nothing a cursor says may be trusted (a disconnect
         # removed blocks, another account signed in, Redis was restored from a backup).
         reconcile.mark(ctx.redis, mailbox.user_id, "authorize")
-        jobs.ensure_queued(ctx.queue, SYNC_MAILBOX, "mailbox", mailbox.user_id)
+        jobs.ensure_queued(ctx.queue, JobKind.SYNC_MAILBOX, mailbox.user_id)
     ctx.redis.hset(RUN_KEY, mapping={"state": "queued", "queued_at": int(time.time())})
     log.info("initial_sync.queued", extra={"connection": connection_name, "staff": len(covered)})
     return len(covered)

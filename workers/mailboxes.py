@@ -53,9 +53,9 @@ from core import audit, jobs, refusals, store
 from core import reconcile as requests
 from core.coconut import AbsenceWrite, CoconutError, Conflict, NotFound, Staff
 from core.connection import EditPolicy
+from core.job_kinds import PROJECTION_JOBS, JobKind
 from core.marks import MARK_PROPERTY_ID, Projection, ProjectionIndex, parse_mark
 from workers import busy_time, directory, exchange, holds
-from workers.appointments import SYNC_ABSENCE, SYNC_APPOINTMENT
 from workers.context import WorkerContext, context
 from workers.held_blocks import Block, Changed, Comparison, compare, digest
 
@@ -77,7 +77,7 @@ def block_key(user_id: str) -> str:
 def sync_mailbox(user_id: str) -> int:
     ctx = context()
     return jobs.run_coalesced(
-        ctx.redis, "mailbox", user_id, lambda _: _round(ctx, user_id),
+        ctx.redis, JobKind.SYNC_MAILBOX, user_id, lambda _: _round(ctx, user_id),
         settle=ctx.settings.coalesce_settle_seconds,
     )  # fmt: skip
 
@@ -127,8 +127,7 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
         mapping |= {"cursor_at": now, "reconciled_at": now, "repaired": json.dumps(outcome.counts)}
         log.info("mailbox.reconciled", extra={"mailbox": user_id, "reason": why, **outcome.counts})
         if _both_ways(state):
-            jobs.ensure_queued(ctx.queue, requests.PROJECT_STAFF, requests.PROJECT_STAFF_KIND,
-                               str(staff.id))  # fmt: skip
+            jobs.ensure_queued(ctx.queue, JobKind.PROJECT_STAFF, str(staff.id))
     ctx.redis.hset(store.mailbox_key(user_id), mapping=mapping)
     _put_back(ctx, user_id, changed, outcome)
     if why:
@@ -398,8 +397,7 @@ def _apply(
 
 
 def _requeue(ctx: WorkerContext, kind: str, item_id: str) -> None:
-    func = SYNC_APPOINTMENT if kind == "appointment" else SYNC_ABSENCE
-    jobs.ensure_queued(ctx.queue, func, kind, item_id)
+    jobs.ensure_queued(ctx.queue, PROJECTION_JOBS[kind], item_id)
 
 
 def _refused(
@@ -528,8 +526,8 @@ def _carries_our_mark(ctx: WorkerContext, user_id: str, item: Event) -> bool:
         mark = parse_mark(prop.value or "")
         if mark is not None:
             if mark[0] == ctx.settings.deployment_id:
-                func = SYNC_APPOINTMENT if mark[1] == "appointment" else SYNC_ABSENCE
-                jobs.ensure_queued(ctx.queue, func, mark[1], mark[2])  # rebuilds the mapping
+                # Its own job rebuilds the mapping.
+                jobs.ensure_queued(ctx.queue, PROJECTION_JOBS[mark[1]], mark[2])
             return True  # ours, or another deployment's projection: never busy time here
     return False
 
@@ -563,8 +561,7 @@ def _own_edited(
     ctx.redis.hset(store.mailbox_key(user_id), "warning", warning)
     log.info("projection.edited_in_outlook", extra={"mailbox": user_id, "kind": ours.kind})
     if restore:
-        func = SYNC_APPOINTMENT if ours.kind == "appointment" else SYNC_ABSENCE
-        jobs.ensure_queued(ctx.queue, func, ours.kind, ours.item_id)
+        jobs.ensure_queued(ctx.queue, PROJECTION_JOBS[ours.kind], ours.item_id)
 
 
 # ---------------------------------------------------------------- Coconut writes

@@ -35,6 +35,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from core import jobs, reconcile, refusals, store
+from core.job_kinds import JobKind
 from exsync.processes import wait_until
 from tests.chaos import oracle
 from tests.chaos.schedule import Step, plan, tally
@@ -42,10 +43,7 @@ from tests.chaos.system import QUIET_NETS, ChaosSystem
 from tests.chaos.world import World
 
 QUEUE = "exsync"
-NETS = (
-    ("subscriptions.jobs.reconcile_subscriptions", "subscriptions"),
-    ("workers.appointments.reconcile_coconut", "coconut"),
-)
+NETS = (JobKind.RECONCILE_SUBSCRIPTIONS, JobKind.RECONCILE_COCONUT)
 
 
 @dataclass
@@ -287,8 +285,8 @@ def _run_safety_nets(system: ChaosSystem) -> None:
     reconciliation (its window's move) brought forward."""
     conn = redis.Redis.from_url(system.redis_url)
     queue = Queue(QUEUE, connection=conn)
-    for func, kind in NETS:
-        jobs.ensure_queued(queue, func, kind, "all")
+    for job in NETS:
+        jobs.ensure_queued(queue, job, "all")
     reconcile.request_all(queue, "chaos: the daily reconciliation")
     conn.close()
 

@@ -26,6 +26,7 @@ from rq import Queue
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from core import connection, jobs, store
+from core.job_kinds import JobKind
 from core.marks import MARK_PROPERTY_ID
 from core.secrets import SecretBox
 from tests.chaos.schedule import Step
@@ -49,10 +50,8 @@ DOMAIN = "contoso.example"
 POSITIVE_SIGNALS = {"cancel_event", "delete_event", "delete_occurrence", "made_free"}
 # A Coconut admin deleting our block removes it themselves; the service must make it again.
 TAMPERED = "busy_block_deleted_in_coconut"
-DISCONNECT = "workers.disconnect.run_disconnect"
 SERVICE_ACCOUNT = "user1@contoso.example"  # the run has no other mailbox; app-only uses none
 PAST_DAYS, FUTURE_DAYS = 7, 180  # the workers' window, as the environment sets it
-INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 
 
 class Transient(Exception):
@@ -616,7 +615,7 @@ class World:
         connection.mark_disconnecting(conn)
         conn.delete(store.key("disconnect"))
         what = "everything" if remove else "subscriptions"
-        jobs.ensure_queued(Queue("exsync", connection=conn), DISCONNECT, "disconnect", what)
+        jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.DISCONNECT, what)
         # As an admin waits for the page to say Disconnected (behind whatever the queue holds),
         # and clicks Disconnect again if its job gave up (Graph throttling it for minutes).
         queue = Queue("exsync", connection=conn)
@@ -625,7 +624,7 @@ class World:
             if conn.hget(store.key("disconnect"), "done"):
                 return True
             if conn.hget(f"rq:job:disconnect-{what}", "status") == b"failed":
-                jobs.ensure_queued(queue, DISCONNECT, "disconnect", what)
+                jobs.ensure_queued(queue, JobKind.DISCONNECT, what)
             return False
 
         wait_until(done, 900, interval=1.0, what="disconnect")
@@ -648,8 +647,7 @@ class World:
         """What the OAuth callback does once the service account signed in (app-only access:
         the refresh token is not what the workers use)."""
         connection.mark_connected(conn, SecretBox(SECRET_KEY), "refresh-token", SERVICE_ACCOUNT)
-        jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
-                           "exchange")  # fmt: skip
+        jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.INITIAL_SYNC, "exchange")
 
     def _wipe_redis(self) -> str:
         """Everything Redis held is gone (a new instance, no AOF); the admin authorizes again."""
@@ -664,8 +662,7 @@ class World:
         """After Redis lost its data: the admin authorizes the stored connection again, or, with
         none stored (the environment's registration), Authorize's initial sync is all there is."""
         if connection.load(conn).status == connection.Status.NOT_CONFIGURED:
-            jobs.ensure_queued(Queue("exsync", connection=conn), INITIAL_SYNC, "initial_sync",
-                               "exchange")  # fmt: skip
+            jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.INITIAL_SYNC, "exchange")
         else:
             self._authorize(conn)
 

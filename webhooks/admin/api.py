@@ -21,13 +21,12 @@ from flask import Blueprint, Response, current_app, flash, jsonify, redirect, re
 from werkzeug.wrappers import Response as BaseResponse
 
 from core import holds, jobs, store
+from core.job_kinds import JobKind
 from core.staff_status import ROSTER_KEY
 from webhooks.admin.auth import require_admin
 
 bp = Blueprint("admin_api", __name__)
 
-REGISTER = "subscriptions.jobs.register"
-DELETE = "subscriptions.jobs.delete_subscription"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
@@ -85,7 +84,7 @@ def register() -> tuple[Response, int] | BaseResponse:
         if not target:
             reason = "user must be the Coconut staff id or email of a listed staff member"
             return jsonify(error="Bad Request", reason=reason), 400
-    job = jobs.ensure_queued(_services().queue, REGISTER, "register", target)
+    job = jobs.ensure_queued(_services().queue, JobKind.REGISTER_SUBSCRIPTIONS, target)
     return _answer({"status": "queued", "job_id": job, "message": "Subscription queued."}, 202)
 
 
@@ -96,7 +95,7 @@ def delete_subscription(subscription_id: str) -> tuple[Response, int] | BaseResp
         return jsonify(error="Bad Request", reason="not a subscription id"), 400
     if not _services().redis.exists(store.subscription_key(subscription_id)):
         return jsonify(error="Not Found", reason="no subscription of ours has that id"), 404
-    job = jobs.ensure_queued(_services().queue, DELETE, "subscription", subscription_id)
+    job = jobs.ensure_queued(_services().queue, JobKind.DELETE_SUBSCRIPTION, subscription_id)
     return jsonify(status="queued", job_id=job), 202
 
 
@@ -123,7 +122,7 @@ def decide_hold(user_id: str, action: str) -> tuple[Response, int] | BaseRespons
         count = holds.discard(conn, user_id)
         return _answer({"status": "discarded", "kept_blocks": count,
                         "message": f"{count} held removal(s) discarded."})  # fmt: skip
-    job = jobs.ensure_queued(_services().queue, holds.RELEASE, "release", user_id)
+    job = jobs.ensure_queued(_services().queue, JobKind.RELEASE_HOLDS, user_id)
     return _answer({"status": "queued", "job_id": job, "message": "Release queued."}, 202)
 
 

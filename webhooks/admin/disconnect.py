@@ -14,12 +14,11 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from core import connection, jobs, store
 from core.connection import Status
+from core.job_kinds import JobKind
 from webhooks.admin import pages
 from webhooks.admin.auth import require_admin
 
 bp = Blueprint("admin_disconnect", __name__)
-
-DISCONNECT = "workers.disconnect.run_disconnect"
 
 
 def counts() -> dict[str, int]:
@@ -57,7 +56,7 @@ def disconnect() -> BaseResponse | tuple[str, int]:
     what = "everything" if request.form.get("remove_items") == "on" else "subscriptions"
     connection.mark_disconnecting(services.redis)
     services.redis.delete(store.key("disconnect"))
-    jobs.ensure_queued(services.queue, DISCONNECT, "disconnect", what)
+    jobs.ensure_queued(services.queue, JobKind.DISCONNECT, what)
     items = (
         ", with our events in Outlook and busy blocks in Coconut."
         if what == "everything"

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from core import connection, connection_state, jobs, reconcile
 from core.connection import Connection, Status
+from core.job_kinds import JobKind
 from webhooks.admin import authorize, pages
 from webhooks.admin.auth import require_admin
 from webhooks.admin.forms import ConfigurationForm, resolve_cloud
@@ -28,7 +29,6 @@ from webhooks.admin.forms import ConfigurationForm, resolve_cloud
 log = logging.getLogger(__name__)
 bp = Blueprint("admin_exchange", __name__)
 
-INITIAL_SYNC = "workers.initial_sync.run_initial_sync"
 INITIAL_SYNC_ITEM = "exchange"
 INITIAL_SYNC_TIMEOUT = 6 * 3600
 # Settings that change what the sync makes: saving a new value reconciles what exists.
@@ -164,8 +164,7 @@ def callback() -> tuple[object, int] | BaseResponse:
     connection.mark_connected(services.redis, _box(), done.refresh_token, done.account)
     jobs.ensure_queued(
         services.queue,
-        INITIAL_SYNC,
-        "initial_sync",
+        JobKind.INITIAL_SYNC,
         INITIAL_SYNC_ITEM,
         timeout=INITIAL_SYNC_TIMEOUT,
     )

@@ -20,8 +20,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from core import jobs, staff_status, store
 from core.connection_state import ConnectionState
+from core.job_kinds import JobKind
 from core.progress import progress
-from core.resync import SYNC_STAFF, queue_resync
+from core.resync import queue_resync
 from core.staff_status import State
 from webhooks.admin import pages
 from webhooks.admin.auth import require_admin
@@ -103,7 +104,7 @@ def override_mailbox(staff_id: str) -> BaseResponse:
     else:
         services.redis.delete(key)
     services.redis.hdel(store.key("staff", staff_id), "checked_at")
-    jobs.ensure_queued(services.queue, SYNC_STAFF, "staff", staff_id)
+    jobs.ensure_queued(services.queue, JobKind.SYNC_STAFF, staff_id)
     flash(f"Mailbox match {'set to ' + address if address else 'reset'}; resync queued.", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
@@ -121,7 +122,7 @@ def set_enabled(staff_id: str) -> BaseResponse:
         services.redis.hdel(store.key("staff", staff_id), "warning")
     else:
         services.redis.srem(staff_status.ENABLED_KEY, staff_id)
-    jobs.ensure_queued(services.queue, SYNC_STAFF, "staff", staff_id)
+    jobs.ensure_queued(services.queue, JobKind.SYNC_STAFF, staff_id)
     flash(f"Sync {'enabled' if turn_on else 'disabled'}; the change is being applied.", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
