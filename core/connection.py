@@ -23,10 +23,10 @@ from core import reconcile, store
 from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 from core.secrets import SecretBox
 
-CONNECTION_KEY = store.key("connection")
+CONNECTION_KEY = store.connection_key()
 # The service account's cached access token (core.delegated); dropped whenever who signs in or
 # where changes, so no worker keeps acting as the previous account.
-DELEGATED_TOKEN_KEY = store.key("delegated", "access_token")
+DELEGATED_TOKEN_KEY = store.delegated_token_key()
 # Days before today kept in sync: EXSYNC_SYNC_PAST_DAYS's default and the form's "Days back".
 SYNC_PAST_DAYS = 7
 

@@ -25,7 +25,7 @@ from core.secrets import SecretBox
 log = logging.getLogger(__name__)
 
 CACHE_KEY = connection.DELEGATED_TOKEN_KEY
-LOCK_KEY = store.key("lock", "delegated", "refresh")
+LOCK_KEY = store.delegated_lock_key()
 MARGIN_SECONDS = 300  # refresh this long before expiry, as azure-identity does
 
 

@@ -48,7 +48,7 @@ def held(
         also(pipe)
     skip = len(pipe)
     for mailbox, event_id, _ in wanted:
-        pipe.hget(store.key("projected", mailbox), event_id)
+        pipe.hget(store.projected_key(mailbox), event_id)
         pipe.hget(store.block_key(mailbox), event_id)
     answers = pipe.execute()[skip:]
     return [

@@ -14,13 +14,9 @@ import redis
 from core import audit, store
 
 
-def held_key(user_id: str) -> str:
-    return store.key("held", user_id)
-
-
 def held(conn: redis.Redis) -> dict[str, int]:
     """Mailbox user id -> how many removals wait."""
-    prefix = held_key("")
+    prefix = store.held_key("")
     return {
         key.decode()[len(prefix) :]: int(conn.scard(key))
         for key in conn.scan_iter(match=prefix + "*", count=500)
@@ -29,9 +25,9 @@ def held(conn: redis.Redis) -> dict[str, int]:
 
 def discard(conn: redis.Redis, user_id: str) -> int:
     """Forget the held removals: the blocks stay in Coconut."""
-    count = int(conn.scard(held_key(user_id)))
+    count = int(conn.scard(store.held_key(user_id)))
     pipe = conn.pipeline()
-    pipe.delete(held_key(user_id))
+    pipe.delete(store.held_key(user_id))
     pipe.hdel(store.mailbox_key(user_id), "held_removals")
     pipe.execute()
     audit.emit("busy_time.kept", mailbox=user_id, kept=count)

@@ -68,15 +68,15 @@ class ProjectionIndex:
         self.conn = conn
 
     def for_item(self, kind: str, item_id: str) -> dict[str, Projection]:
-        raw = self.conn.hgetall(store.key("projection", kind, item_id))
+        raw = self.conn.hgetall(store.projection_key(kind, item_id))
         return {k.decode(): Projection(**json.loads(v)) for k, v in raw.items()}  # type: ignore[union-attr]
 
     def by_event(self, mailbox: str, event_id: str) -> Projection | None:
-        raw = self.conn.hget(store.key("projected", mailbox), event_id)
+        raw = self.conn.hget(store.projected_key(mailbox), event_id)
         return Projection(**json.loads(raw)) if raw else None  # type: ignore[arg-type]
 
     def in_mailbox(self, mailbox: str) -> list[Projection]:
-        raw = self.conn.hgetall(store.key("projected", mailbox))
+        raw = self.conn.hgetall(store.projected_key(mailbox))
         return [Projection(**json.loads(v)) for v in raw.values()]  # type: ignore[union-attr]
 
     def save(self, projection: Projection, replaces: Projection | None = None) -> None:
@@ -84,17 +84,17 @@ class ProjectionIndex:
         body = json.dumps(asdict(projection))
         pipe = self.conn.pipeline()
         if replaces is not None and replaces.event_id not in ("", projection.event_id):
-            pipe.hdel(store.key("projected", replaces.mailbox), replaces.event_id)
+            pipe.hdel(store.projected_key(replaces.mailbox), replaces.event_id)
         pipe.hset(
-            store.key("projection", projection.kind, projection.item_id), projection.mailbox, body
+            store.projection_key(projection.kind, projection.item_id), projection.mailbox, body
         )
         if not projection.pending:
-            pipe.hset(store.key("projected", projection.mailbox), projection.event_id, body)
+            pipe.hset(store.projected_key(projection.mailbox), projection.event_id, body)
         pipe.execute()
 
     def remove(self, projection: Projection) -> None:
         pipe = self.conn.pipeline()
-        pipe.hdel(store.key("projection", projection.kind, projection.item_id), projection.mailbox)
+        pipe.hdel(store.projection_key(projection.kind, projection.item_id), projection.mailbox)
         if not projection.pending:
-            pipe.hdel(store.key("projected", projection.mailbox), projection.event_id)
+            pipe.hdel(store.projected_key(projection.mailbox), projection.event_id)
         pipe.execute()

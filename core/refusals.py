@@ -40,13 +40,9 @@ class Refusal:
         return f"{self.label} was refused: {self.reason}"
 
 
-def refused_key(user_id: str) -> str:
-    return store.key("refused", user_id)
-
-
 def refused(conn: redis.Redis, user_id: str) -> list[Refusal]:
     """The mailbox's refused items, oldest first."""
-    raw = conn.hgetall(refused_key(user_id))
+    raw = conn.hgetall(store.refused_key(user_id))
     found = [Refusal(**json.loads(value)) for value in raw.values()]
     return sorted(found, key=lambda r: (r.since, r.event_id))
 
@@ -55,7 +51,7 @@ def record(
     conn: redis.Redis, user_id: str, event_id: str, *, label: str, reason: str, status: int
 ) -> Refusal:
     """Count one more refusal of the item and schedule its next attempt."""
-    raw = conn.hget(refused_key(user_id), event_id)
+    raw = conn.hget(store.refused_key(user_id), event_id)
     now = time.time()
     before = Refusal(**json.loads(raw)) if raw else None
     attempts = before.attempts + 1 if before else 1
@@ -64,14 +60,14 @@ def record(
         event_id=event_id, label=label, reason=reason, status=status, attempts=attempts,
         since=before.since if before else now, retry_at=now + delay,
     )  # fmt: skip
-    conn.hset(refused_key(user_id), event_id, json.dumps(asdict(refusal)))
+    conn.hset(store.refused_key(user_id), event_id, json.dumps(asdict(refusal)))
     return refusal
 
 
 def clear(conn: redis.Redis, user_id: str, event_ids: set[str]) -> None:
     """The items went through, or no longer need a block: they are no longer refused."""
     if event_ids:
-        conn.hdel(refused_key(user_id), *event_ids)
+        conn.hdel(store.refused_key(user_id), *event_ids)
 
 
 def next_retry(conn: redis.Redis, user_id: str) -> float | None:

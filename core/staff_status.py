@@ -29,8 +29,8 @@ from core import connection_state, reconcile, refusals, store
 from core.connection_state import ConnectionState
 from core.settings import Settings
 
-ROSTER_KEY = store.key("roster")
-ENABLED_KEY = store.key("enabled_staff")  # with manual user syncing: the staff ids enabled
+ROSTER_KEY = store.roster_key()
+ENABLED_KEY = store.enabled_staff_key()  # with manual user syncing: the staff ids enabled
 NOT_ENABLED = "not enabled for syncing (manual user syncing is on)"
 
 
@@ -125,7 +125,7 @@ def _row(
     conn: redis.Redis, staff_id: str, person: dict[str, object],
     subscriptions: dict[str, tuple[str, int]], polling: bool, paused: str, manual: bool,
 ) -> StaffRow:  # fmt: skip
-    staff = _hash(conn, store.key("staff", staff_id))
+    staff = _hash(conn, store.staff_key(staff_id))
     user_id = staff.get("user_id", "")
     mailbox = _hash(conn, store.mailbox_key(user_id)) if user_id else {}
     error = staff.get("error") or mailbox.get("error") or ""
@@ -172,7 +172,7 @@ def _row(
         subscription_expires_at=expires,
         last_notification_at=int(float(mailbox.get("last_notification_at") or 0)),
         last_sync_at=int(float(mailbox.get("last_sync_at") or 0)),
-        to_exchange=conn.hlen(store.key("projected", user_id)) if user_id else 0,
+        to_exchange=conn.hlen(store.projected_key(user_id)) if user_id else 0,
         to_coconut=conn.hlen(store.block_key(user_id)) if user_id else 0,
         held_removals=held,
         enabled=takes_appointments and (not manual or bool(conn.sismember(ENABLED_KEY, staff_id))),

@@ -97,7 +97,7 @@ class MailboxGate:
         self._acquire = conn.register_script(_ACQUIRE)
 
     def _key(self, what: str, mailbox: str) -> str:
-        return store.key("graph", what, self.app, mailbox)
+        return store.graph_gate_key(what, self.app, mailbox)
 
     async def call(self, mailbox: str, request: Callable[[], Awaitable[T]], *, slots: int = 1) -> T:
         """Await `request()` in free slots (a `$batch` whose inner requests run in parallel takes

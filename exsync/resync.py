@@ -22,7 +22,6 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from core import reconcile, refusals, staff_status, store
-from core.resync import queue_resync
 from core.staff_status import StaffRow
 
 PENDING = {b"queued", b"started", b"deferred", b"scheduled"}
@@ -61,7 +60,7 @@ def resync(user: str | None, every: bool, no_wait: bool, timeout: int) -> None:
         sys.exit(EXIT_PROBLEM)
     chosen = rows if every else _matching(rows, user or "")
     queue = Queue(settings.queue_name, connection=conn)
-    watch = Watch(conn, queue, chosen, queue_resync(queue, chosen))
+    watch = Watch(conn, queue, chosen, reconcile.resync(queue, chosen))
     if no_wait:
         click.echo(f"queued {len(watch.jobs)} job(s) for {len(chosen)} staff member(s)")
         return

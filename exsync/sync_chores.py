@@ -100,7 +100,7 @@ def _refusals() -> Iterator[None]:
     from azure.core.exceptions import ClientAuthenticationError
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
-    from core.coconut import CoconutError
+    from core.coconut_models import CoconutError
     from core.graph_access import plain_refusal
     from exsync.cli import EXIT_CONFIG, EXIT_PROBLEM
 
@@ -277,10 +277,10 @@ def holds_list() -> None:
 
 def _held(conn: Any, user_id: str) -> None:
     """Exit 1 unless removals are held for the mailbox."""
-    from core import holds as held
+    from core import store
     from exsync.cli import EXIT_PROBLEM
 
-    if not conn.exists(held.held_key(user_id)):
+    if not conn.exists(store.held_key(user_id)):
         click.echo(f"exsync: no removals are held for {user_id} (see `exsync holds list`)",
                    err=True)  # fmt: skip
         sys.exit(EXIT_PROBLEM)

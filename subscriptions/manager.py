@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 CHANGE_TYPES = "created,updated,deleted"
 
 
-def of_key(user_id: str) -> str:
-    return store.key("subscription_of", user_id)
-
-
 @dataclass(frozen=True)
 class Local:
     """Our record of a subscription."""
@@ -71,7 +67,7 @@ def all_local(ctx: WorkerContext) -> list[Local]:
 
 
 def for_mailbox(ctx: WorkerContext, user_id: str) -> Local | None:
-    sub_id = ctx.redis.get(of_key(user_id))
+    sub_id = ctx.redis.get(store.subscription_of_key(user_id))
     return local(ctx, sub_id.decode()) if sub_id else None
 
 
@@ -100,7 +96,7 @@ def create(ctx: WorkerContext, user_id: str) -> Local:
                  "expires_at": expires_at, "renew_at": record.renew_at,
                  "created_at": time.time()},
     )  # fmt: skip
-    pipe.set(of_key(user_id), made.id)
+    pipe.set(store.subscription_of_key(user_id), made.id)
     pipe.execute()
     log.info("subscription.created", extra={"mailbox": user_id, "subscription": made.id})
     _emit("subscription.created", record)
@@ -183,8 +179,11 @@ def forget(ctx: WorkerContext, subscription_id: str) -> None:
     record = local(ctx, subscription_id)
     pipe = ctx.redis.pipeline()
     pipe.delete(store.subscription_key(subscription_id))
-    if record is not None and ctx.redis.get(of_key(record.user_id)) == subscription_id.encode():
-        pipe.delete(of_key(record.user_id))
+    if (
+        record is not None
+        and ctx.redis.get(store.subscription_of_key(record.user_id)) == subscription_id.encode()
+    ):
+        pipe.delete(store.subscription_of_key(record.user_id))
     pipe.execute()
 
 

@@ -41,7 +41,7 @@ from workers.context import WorkerContext, install
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
-LEADER_KEY = store.key("scheduler", "leader")
+LEADER_KEY = store.scheduler_key("leader")
 LEADER_TTL = 10
 SILENCE = "no change notification"
 
@@ -106,7 +106,7 @@ def _queue(ctx: WorkerContext, job: JobKind) -> None:
 
 
 def _every(ctx: WorkerContext, task: str, seconds: float, action: Callable[[], Any]) -> None:
-    key = store.key("scheduler", "last", task)
+    key = store.scheduler_key("last", task)
     last = ctx.redis.get(key)
     now = time.time()
     if last is not None and now - float(last) < seconds:
@@ -140,7 +140,7 @@ def _sync_every_mailbox(ctx: WorkerContext) -> None:
 def _retry_refused(ctx: WorkerContext) -> None:
     """Items Coconut refused are tried again on their own backoff, not the safety net's."""
     now = time.time()
-    prefix = refusals.refused_key("")
+    prefix = store.refused_key("")
     for key in ctx.redis.scan_iter(match=prefix + "*", count=500):
         user_id = key.decode()[len(prefix) :]
         due = refusals.next_retry(ctx.redis, user_id)

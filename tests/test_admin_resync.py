@@ -18,7 +18,7 @@ def staff(conn: redis.Redis, staff_id: str, email: str, user_id: str = "", **sta
     person = {"name": email.split("@")[0].title(), "email": email, "takes_appointments": True}
     conn.hset(ROSTER_KEY, staff_id, json.dumps(person))
     if user_id:
-        conn.hset(store.key("staff", staff_id), mapping={"user_id": user_id, "address": email,
+        conn.hset(store.staff_key(staff_id), mapping={"user_id": user_id, "address": email,
                                                           **state})  # fmt: skip
 
 

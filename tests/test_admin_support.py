@@ -96,10 +96,10 @@ def a_staff_member(
               "takes_appointments": takes_appointments}  # fmt: skip
     conn.hset(ROSTER_KEY, staff_id, json.dumps(person))
     if user_id:
-        conn.hset(store.key("staff", staff_id), mapping={"user_id": user_id, "address": email})
+        conn.hset(store.staff_key(staff_id), mapping={"user_id": user_id, "address": email})
         conn.hset(store.mailbox_key(user_id), mapping={"staff_id": staff_id, "address": email})
     if state:
-        conn.hset(store.key("staff", staff_id), mapping=state)
+        conn.hset(store.staff_key(staff_id), mapping=state)
 
 
 def save_connection(conn: redis.Redis, **changes: Any) -> connection.Connection:

@@ -8,14 +8,14 @@ import json
 
 import redis
 
-from core import holds, store
+from core import store
 from tests.cli_support import invoke, run
 from tests.harness import wait_until
 from tests.sync_support import busy_blocks, user_id
 
 
 def hold(conn: redis.Redis, mailbox: str, *event_ids: str) -> None:
-    conn.sadd(holds.held_key(mailbox), *event_ids)
+    conn.sadd(store.held_key(mailbox), *event_ids)
     conn.hset(store.mailbox_key(mailbox), mapping={"held_removals": len(event_ids)})
 
 
@@ -37,7 +37,7 @@ def test_holds_discard_forgets_them_and_again_exits_1(
     done = invoke(redis_url, "holds", "discard", "u-1")
     assert done.exit_code == 0
     assert done.stdout == "discarded 2 held removal(s); the busy blocks stay\n"
-    assert not redis_conn.exists(holds.held_key("u-1"))
+    assert not redis_conn.exists(store.held_key("u-1"))
     assert not redis_conn.hexists(store.mailbox_key("u-1"), "held_removals")
     again = invoke(redis_url, "holds", "discard", "u-1")
     assert again.exit_code == 1

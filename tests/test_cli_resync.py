@@ -64,7 +64,7 @@ def test_resync_of_one_staff_member_returns_when_their_appointments_are_in_outlo
     assert jobs_done >= 2 + len(wanted), done.stdout  # staff, mailbox match, mailbox, items
     # No waiting afterwards: the command returned once the work was done.
     assert marks_in(system, "user1@contoso.example") >= wanted
-    assert redis_conn.hget(store.key("staff", "1"), "user_id") is not None, "mailbox matched"
+    assert redis_conn.hget(store.staff_key("1"), "user_id") is not None, "mailbox matched"
 
 
 def test_resync_all_shows_a_progress_bar_in_a_terminal(make_system, redis_conn) -> None:  # type: ignore[no-untyped-def]
@@ -96,9 +96,7 @@ def test_resync_no_wait_queues_the_jobs_and_returns(
     redis_url: str, redis_conn: redis.Redis
 ) -> None:
     seed_roster(redis_conn, "ann@bank.example", "bob@bank.example")
-    redis_conn.hset(
-        store.key("staff", "2"), mapping={"user_id": "u-2", "address": "bob@bank.example"}
-    )
+    redis_conn.hset(store.staff_key("2"), mapping={"user_id": "u-2", "address": "bob@bank.example"})
     done = invoke(redis_url, "resync", "BOB@bank.example", "--no-wait")
     assert done.exit_code == 0, done.output
     assert done.stdout == "queued 3 job(s) for 1 staff member(s)\n"
@@ -111,9 +109,7 @@ def test_resync_no_wait_queues_the_jobs_and_returns(
 
 def test_resync_finds_staff_by_coconut_id_and_graph_user_id(redis_url: str, redis_conn) -> None:  # type: ignore[no-untyped-def]
     seed_roster(redis_conn, "ann@bank.example", "bob@bank.example")
-    redis_conn.hset(
-        store.key("staff", "2"), mapping={"user_id": "u-2", "address": "bob@bank.example"}
-    )
+    redis_conn.hset(store.staff_key("2"), mapping={"user_id": "u-2", "address": "bob@bank.example"})
     assert invoke(redis_url, "resync", "1", "--no-wait").exit_code == 0
     assert invoke(redis_url, "resync", "u-2", "--no-wait").exit_code == 0
     assert sorted(Queue("exsync", connection=redis_conn).get_job_ids()) == [
@@ -150,9 +146,7 @@ def test_resync_of_a_stuck_mailbox_names_the_item_coconut_refused(
     redis_url: str, redis_conn: redis.Redis
 ) -> None:
     seed_roster(redis_conn, "ann@bank.example")
-    redis_conn.hset(
-        store.key("staff", "1"), mapping={"user_id": "u-1", "address": "ann@bank.example"}
-    )
+    redis_conn.hset(store.staff_key("1"), mapping={"user_id": "u-1", "address": "ann@bank.example"})
     refusals.record(redis_conn, "u-1", "ev-1", label="busy block 'Parental leave' on 2026-12-15",
                     reason="Coconut answered 422: longer than 14 days", status=422)  # fmt: skip
     done = invoke(redis_url, "resync", "ann@bank.example", "--timeout", "1")

@@ -30,7 +30,7 @@ def line(output: str, prefix: str) -> str:
 def staff(conn: redis.Redis, staff_id: str, email: str, user_id: str, **state: str) -> None:
     person = {"name": email.split("@")[0].title(), "email": email, "takes_appointments": True}
     conn.hset(ROSTER_KEY, staff_id, json.dumps(person))
-    conn.hset(store.key("staff", staff_id), mapping={"user_id": user_id, "address": email, **state})
+    conn.hset(store.staff_key(staff_id), mapping={"user_id": user_id, "address": email, **state})
     conn.hset(store.mailbox_key(user_id), mapping={"staff_id": staff_id, "address": email})
 
 

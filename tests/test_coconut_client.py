@@ -12,13 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.coconut import (
-    AbsenceWrite,
-    CoconutClient,
-    CoconutError,
-    Conflict,
-    Unavailable,
-)
+from core.coconut import CoconutClient
+from core.coconut_models import AbsenceWrite, CoconutError, Conflict, Unavailable
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, Process, free_port
 
 STAFF = 7  # enough staff and appointments (3 each) that limit=100 pages are not all we test

@@ -25,7 +25,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from werkzeug.serving import make_server
 
-from core.coconut import AbsenceWrite, CoconutClient, Conflict
+from core.coconut import CoconutClient
+from core.coconut_models import AbsenceWrite, Conflict
 from emulators.coconut.app import API, create_app
 from emulators.coconut.seed import seed
 from emulators.coconut.store import Settings, Store

@@ -200,7 +200,7 @@ def test_a_mailbox_in_error_with_a_refused_item_stays_an_error(
     admin: Browser, redis_conn: redis.Redis, three_staff: None
 ) -> None:
     connect(redis_conn)
-    redis_conn.hset(store.key("staff", "1"), "error", "Exchange refused access (403)")
+    redis_conn.hset(store.staff_key("1"), "error", "Exchange refused access (403)")
     refusals.record(redis_conn, "u-1", "ev-9", label=DENTIST, reason="too long", status=422)
     page = admin.get("/admin/exchange/users")
     assert tile(page, "error") == 1 and tile(page, "warning") == 0
@@ -292,7 +292,9 @@ def test_an_initial_sync_stuck_on_a_refused_item_names_it_in_its_banner(
 ) -> None:
     connect(redis_conn)
     redis_conn.hset(progress.RUN_KEY, mapping={"state": "queued", "staff": "2"})
-    redis_conn.sadd(progress.items_key("2"), "initial_item:2-appointment-5", "mailbox:u-2")
+    redis_conn.sadd(
+        store.initial_sync_key("items", "2"), "initial_item:2-appointment-5", "mailbox:u-2"
+    )
     redis_conn.set(store.dirty_key("mailbox", "u-2"), 1)  # its round has not completed
     reason = "Coconut answered 422: longer than 14 days"
     refusals.record(redis_conn, "u-2", "ev-1", label=DENTIST, reason=reason, status=422)

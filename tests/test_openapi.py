@@ -25,7 +25,7 @@ import redis
 import yaml
 from openapi_spec_validator import validate
 
-from core import holds, store
+from core import store
 from core.settings import load_settings
 from core.staff_status import ROSTER_KEY
 from exsync.admin_users import add_token
@@ -146,14 +146,14 @@ def seed(conn: redis.Redis) -> None:
     name them, so examples and fuzzing meet real records."""
     roster = {"name": "Sam Staff", "email": "sam@bank.example", "takes_appointments": True}
     conn.hset(ROSTER_KEY, "17", json.dumps(roster))
-    conn.hset(store.key("staff", "17"), mapping={"user_id": MAILBOX, "address": roster["email"]})
+    conn.hset(store.staff_key("17"), mapping={"user_id": MAILBOX, "address": roster["email"]})
     conn.hset(store.mailbox_key(MAILBOX), mapping={"staff_id": "17", "address": roster["email"]})
     conn.hset(
         store.subscription_key(SUBSCRIPTION),
         mapping={"user_id": MAILBOX, "client_state": CLIENT_STATE,
                  "expires_at": time.time() + 3 * 86_400},
     )  # fmt: skip
-    conn.sadd(holds.held_key(MAILBOX), "event-1", "event-2")
+    conn.sadd(store.held_key(MAILBOX), "event-1", "event-2")
     conn.hset(store.mailbox_key(MAILBOX), "held_removals", 2)
 
 

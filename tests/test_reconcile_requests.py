@@ -18,7 +18,7 @@ import redis
 from rq import Queue
 
 from core import connection, reconcile, refusals, store
-from core.coconut import Absence, AbsenceWrite
+from core.coconut_models import Absence, AbsenceWrite
 from core.secrets import SecretBox, generate_key
 from tests.test_admin_support import (
     Browser,
@@ -159,7 +159,7 @@ def test_a_refused_item_waits_longer_each_time_and_clears(redis_conn: redis.Redi
     assert waits[0] == 60 and waits == sorted(waits) and waits[-1] == waits[-2] == 21_600
     (refusal,) = refusals.refused(redis_conn, "u-1")
     assert refusal.attempts == len(waits) and "'Leave' was refused" in refusal.text
-    assert json.loads(redis_conn.hget(refusals.refused_key("u-1"), "ev-1"))["status"] == 422
+    assert json.loads(redis_conn.hget(store.refused_key("u-1"), "ev-1"))["status"] == 422
     refusals.clear(redis_conn, "u-1", {"ev-1"})
     assert (
         refusals.refused(redis_conn, "u-1") == [] and refusals.next_retry(redis_conn, "u-1") is None

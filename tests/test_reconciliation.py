@@ -144,7 +144,7 @@ def test_a_refused_item_due_again_is_retried_by_a_full_round(
     assert not titled("Sabbatical")(busy_blocks(system, STAFF1))
 
     # Its delay has passed (the clock moved on): the next round is a full one and tries again.
-    key = refusals.refused_key(mailbox)
+    key = store.refused_key(mailbox)
     redis_conn.hset(key, refusal.event_id, redis_conn.hget(key, refusal.event_id).replace(
         str(refusal.retry_at).encode(), b"0"))  # fmt: skip
     jobs.ensure_queued(Queue("exsync", connection=redis_conn), JobKind.SYNC_MAILBOX, mailbox)

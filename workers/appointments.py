@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core import audit, jobs, store
-from core.coconut import Staff
+from core.coconut_models import Staff
 from core.connection import EditPolicy
 from core.job_kinds import PROJECTION_JOBS, JobKind
 from core.marks import Projection, ProjectionIndex, mark_value, transaction_id
@@ -72,7 +72,7 @@ def sync_staff(staff_id: str) -> int:
 
 def _staff_round(ctx: WorkerContext, staff_id: str) -> int:
     ctx.redis.incr(store.staff_epoch_key())
-    ctx.redis.hdel(directory.staff_key(staff_id), "checked_at")
+    ctx.redis.hdel(store.staff_key(staff_id), "checked_at")
     jobs.ensure_queued(ctx.queue, JobKind.SYNC_STAFF_MAILBOX, staff_id)
     since = datetime.now(UTC) - timedelta(days=ctx.options.sync_past_days)
     queued = 0
@@ -114,7 +114,7 @@ def reconcile_coconut(item: str = "all") -> int:
 
 
 def _reconcile_round(ctx: WorkerContext) -> int:
-    checkpoint_key = store.key("coconut", "reconciled_at")
+    checkpoint_key = store.coconut_reconciled_key()
     started = datetime.now(UTC)
     raw = ctx.redis.get(checkpoint_key)
     since = datetime.fromtimestamp(float(raw), UTC) - RECONCILE_OVERLAP if raw else None
@@ -280,7 +280,7 @@ def mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
         return None
     if not (staff.takes_appointments and staff.active):
         ctx.redis.hset(
-            directory.staff_key(str(staff.id)),
+            store.staff_key(str(staff.id)),
             "warning",
             "no longer takes appointments in Coconut: their Outlook projections were removed",
         )
@@ -299,7 +299,7 @@ def guarded(ctx: WorkerContext, mailbox: str, action) -> None:  # type: ignore[n
         ctx.redis.hset(store.mailbox_key(mailbox), "error", str(exc))
         staff_id = directory.staff_for(ctx, mailbox)
         if staff_id:
-            ctx.redis.hset(directory.staff_key(staff_id), "error", str(exc))
+            ctx.redis.hset(store.staff_key(staff_id), "error", str(exc))
         log.warning("mailbox.refused", extra={"mailbox": mailbox})
 
 
@@ -310,17 +310,17 @@ def clear_problem(ctx: WorkerContext, mailbox: str) -> None:
     pipe.hset(store.mailbox_key(mailbox), "last_sync_at", int(time.time()))
     staff_id = directory.staff_for(ctx, mailbox)
     if staff_id:
-        pipe.hdel(directory.staff_key(staff_id), "error")
+        pipe.hdel(store.staff_key(staff_id), "error")
     pipe.execute()
 
 
 def _projections_of_staff(ctx: WorkerContext, staff_id: str) -> list[Projection]:
-    user_id = ctx.redis.hget(directory.staff_key(staff_id), "user_id")
+    user_id = ctx.redis.hget(store.staff_key(staff_id), "user_id")
     return ProjectionIndex(ctx.redis).in_mailbox(user_id.decode()) if user_id else []
 
 
 def _projected_items(ctx: WorkerContext, kind: str) -> set[str]:
-    prefix = store.key("projection", kind, "")
+    prefix = store.projection_key(kind, "")
     return {
         key.decode()[len(prefix) :] for key in ctx.redis.scan_iter(match=prefix + "*", count=500)
     }

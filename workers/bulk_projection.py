@@ -42,11 +42,10 @@ from datetime import UTC, datetime, timedelta
 from kiota_abstractions.request_information import RequestInformation
 
 from core import jobs, store
-from core.coconut import Staff
+from core.coconut_models import Staff
 from core.connection import EditPolicy
 from core.job_kinds import PROJECTION_JOBS, JobKind
 from core.marks import Projection, ProjectionIndex, mark_value, parse_mark, transaction_id
-from core.progress import items_key
 from workers import appointments, exchange
 from workers.context import WorkerContext, context
 from workers.projection import EventDraft, absence_event, appointment_event, is_live
@@ -317,6 +316,10 @@ def _claim_unlisted(
 
 def _clear_progress(ctx: WorkerContext, staff_id: str) -> None:
     prefix = f"{PROGRESS_KIND}:".encode()
-    members = [m for m in ctx.redis.smembers(items_key(staff_id)) if m.startswith(prefix)]
+    members = [
+        m
+        for m in ctx.redis.smembers(store.initial_sync_key("items", staff_id))
+        if m.startswith(prefix)
+    ]
     if members:
         ctx.redis.delete(*(store.dirty_key(*m.decode().split(":", 1)) for m in members))

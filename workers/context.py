@@ -19,7 +19,8 @@ from msgraph import GraphServiceClient
 from rq import Queue
 
 from core import audit, connection, graph_access, logs, store
-from core.coconut import CoconutClient, Staff
+from core.coconut import CoconutClient
+from core.coconut_models import Staff
 from core.graph import graph_client
 from core.settings import Settings, load_settings
 from core.throttle import MailboxGate

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from core import jobs, store
-from core.coconut import Staff
+from core.coconut_models import Staff
 from core.job_kinds import JobKind
 from core.staff_status import ENABLED_KEY, NOT_ENABLED, ROSTER_KEY
 from workers.context import WorkerContext
@@ -33,18 +33,15 @@ class Mailbox:
     address: str
 
 
-def staff_key(staff_id: str) -> str:
-    return store.key("staff", staff_id)
-
-
-def override_key(staff_id: str) -> str:
-    return store.key("staff", staff_id, "mailbox_override")
-
-
 def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None:
     """The staff member's mailbox, or None (recorded as that staff member's warning)."""
-    cached = ctx.redis.hgetall(staff_key(staff_id))
-    address = (ctx.redis.get(override_key(staff_id)) or email.encode()).decode().strip().lower()
+    cached = ctx.redis.hgetall(store.staff_key(staff_id))
+    address = (
+        (ctx.redis.get(store.mailbox_override_key(staff_id)) or email.encode())
+        .decode()
+        .strip()
+        .lower()
+    )
     fresh = time.time() - float(cached.get(b"checked_at", 0)) < MATCH_TTL
     if fresh and cached.get(b"address", b"").decode() == address and cached.get(b"user_id"):
         return Mailbox(cached[b"user_id"].decode(), address)
@@ -53,7 +50,9 @@ def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None
     except ODataError as exc:
         if exc.response_status_code != 403:
             raise
-        ctx.redis.hset(staff_key(staff_id), "error", refusal(exc, delegated=not ctx.impersonation))
+        ctx.redis.hset(
+            store.staff_key(staff_id), "error", refusal(exc, delegated=not ctx.impersonation)
+        )
         log.warning("directory.refused", extra={"staff_id": staff_id})
         return None
     previous = cached.get(b"user_id", b"").decode()
@@ -62,14 +61,14 @@ def mailbox_for(ctx: WorkerContext, staff_id: str, email: str) -> Mailbox | None
         ctx.redis.hdel(store.mailbox_key(previous), "staff_id")
         jobs.ensure_queued(ctx.queue, JobKind.FORGET_MAILBOX, previous)
     pipe = ctx.redis.pipeline()
-    pipe.hset(staff_key(staff_id), mapping={"address": address, "checked_at": time.time()})
+    pipe.hset(store.staff_key(staff_id), mapping={"address": address, "checked_at": time.time()})
     if user_id is None:
-        pipe.hdel(staff_key(staff_id), "user_id")
-        pipe.hset(staff_key(staff_id), "warning", f"no mailbox matches {address}")
+        pipe.hdel(store.staff_key(staff_id), "user_id")
+        pipe.hset(store.staff_key(staff_id), "warning", f"no mailbox matches {address}")
         pipe.execute()
         log.info("directory.no_mailbox", extra={"staff_id": staff_id})
         return None
-    pipe.hset(staff_key(staff_id), mapping={"user_id": user_id, "warning": ""})
+    pipe.hset(store.staff_key(staff_id), mapping={"user_id": user_id, "warning": ""})
     pipe.hset(store.mailbox_key(user_id), mapping={"staff_id": staff_id, "address": address})
     pipe.execute()
     return Mailbox(user_id, address)
@@ -80,7 +79,7 @@ def enabled(ctx: WorkerContext, staff_id: str) -> bool:
     (then their row says so)."""
     if not ctx.settings.manual_user_sync or ctx.redis.sismember(ENABLED_KEY, staff_id):
         return True
-    ctx.redis.hset(staff_key(staff_id), "warning", NOT_ENABLED)
+    ctx.redis.hset(store.staff_key(staff_id), "warning", NOT_ENABLED)
     return False
 
 

@@ -8,6 +8,7 @@ Outlook events we projected and the busy blocks we wrote; nothing staff made the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
@@ -40,11 +41,11 @@ def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
         removed["subscriptions"] += 1
     if what == "everything":
         index = ProjectionIndex(ctx.redis)
-        for mailbox in _mailboxes_with(ctx, "projected"):
+        for mailbox in _mailboxes_with(ctx, store.projected_key):
             for projection in index.in_mailbox(mailbox):
                 remove_projection(ctx, index, projection)
                 removed["events"] += 1
-        for mailbox in _mailboxes_with(ctx, "block"):
+        for mailbox in _mailboxes_with(ctx, store.block_key):
             for event_id in ctx.redis.hkeys(store.block_key(mailbox)):
                 remove_block(ctx, mailbox, event_id.decode())
                 removed["blocks"] += 1
@@ -52,12 +53,12 @@ def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
     # compares it with Coconut, so the blocks removed here come back.
     reconcile.forget_cursors(ctx.redis)
     connection.mark_disconnected(ctx.redis)
-    ctx.redis.hset(store.key("disconnect"), mapping={**removed, "done": 1})
+    ctx.redis.hset(store.disconnect_key(), mapping={**removed, "done": 1})
     log.info("disconnect.done", extra=removed)
     audit.emit("connection.disconnected", scope=what, **removed)
     return removed
 
 
-def _mailboxes_with(ctx, kind: str) -> list[str]:  # type: ignore[no-untyped-def]
-    prefix = store.key(kind, "")
+def _mailboxes_with(ctx, key: Callable[[str], str]) -> list[str]:  # type: ignore[no-untyped-def]
+    prefix = key("")
     return [k.decode()[len(prefix) :] for k in ctx.redis.scan_iter(match=prefix + "*", count=500)]

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from core.coconut import Absence, AbsenceWrite
+from core.coconut_models import Absence, AbsenceWrite
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import logging
 import redis
 
 from core import audit, jobs, store
-from core.holds import held_key
 from core.settings import Settings
 from workers.context import context
 
@@ -31,9 +30,9 @@ def should_hold(removing: int, total: int, settings: Settings) -> bool:
 def hold(conn: redis.Redis, user_id: str, event_ids: list[str], total: int) -> None:
     """Keep these removals for an admin; `total` is how many blocks the mailbox has."""
     pipe = conn.pipeline()
-    pipe.sadd(held_key(user_id), *event_ids)
+    pipe.sadd(store.held_key(user_id), *event_ids)
     pipe.execute()
-    held = conn.scard(held_key(user_id))
+    held = conn.scard(store.held_key(user_id))
     conn.hset(store.mailbox_key(user_id), "held_removals", held)
     audit.emit("busy_time.held", mailbox=user_id, removals=len(event_ids), blocks=total, held=held)
 
@@ -46,9 +45,9 @@ def release_holds(user_id: str) -> int:
     removed = 0
     ctx.redis.delete(store.dirty_key("release", user_id))
     with jobs.item_lock(ctx.redis, "mailbox", user_id):
-        for raw in ctx.redis.smembers(held_key(user_id)):
+        for raw in ctx.redis.smembers(store.held_key(user_id)):
             remove_block(ctx, user_id, raw.decode())
-            ctx.redis.srem(held_key(user_id), raw)
+            ctx.redis.srem(store.held_key(user_id), raw)
             removed += 1
         ctx.redis.hdel(store.mailbox_key(user_id), "held_removals")
     log.info("holds.released", extra={"mailbox": user_id, "removed": removed})

@@ -26,7 +26,7 @@ from rq import get_current_job
 
 from core import jobs, reconcile, store
 from core.job_kinds import JobKind
-from core.progress import RUN_KEY, items_key, user_key
+from core.progress import RUN_KEY
 from subscriptions import manager
 from workers import bulk_projection, directory
 from workers.context import context
@@ -53,7 +53,7 @@ def _queue_everything(connection_name: str) -> int:
     ctx.redis.hset(RUN_KEY, "staff", ",".join(str(staff.id) for staff, _ in covered))
     for staff, mailbox in covered:
         staff_id = str(staff.id)
-        if ctx.redis.hget(user_key(staff_id), "listed"):
+        if ctx.redis.hget(store.initial_sync_key("user", staff_id), "listed"):
             continue  # a resumed run: this staff member's items are queued already
         if ctx.impersonation:
             manager.ensure(ctx, mailbox.user_id)  # real-time from now on; delegated mode polls
@@ -65,10 +65,10 @@ def _queue_everything(connection_name: str) -> int:
         for member in members:
             pipe.incr(store.dirty_key(*member.split(":", 1)))
         pipe.incr(store.dirty_key("mailbox", mailbox.user_id))  # pending until its round ran
-        pipe.delete(items_key(staff_id))
-        pipe.sadd(items_key(staff_id), f"mailbox:{mailbox.user_id}", *members)
+        pipe.delete(store.initial_sync_key("items", staff_id))
+        pipe.sadd(store.initial_sync_key("items", staff_id), f"mailbox:{mailbox.user_id}", *members)
         pipe.hset(
-            user_key(staff_id),
+            store.initial_sync_key("user", staff_id),
             mapping={"listed": 1, "address": mailbox.address, "mailbox": mailbox.user_id},
         )
         pipe.execute()
@@ -90,10 +90,14 @@ def _start_or_resume(conn: redis.Redis) -> None:
     if (conn.hget(RUN_KEY, "run_id") or b"").decode() != run_id:
         for staff_id in filter(None, (conn.hget(RUN_KEY, "staff") or b"").decode().split(",")):
             # The old run's item markers go with it (its mailbox entries are real dirty flags).
-            members = [m.decode() for m in conn.smembers(items_key(staff_id))]
+            members = [m.decode() for m in conn.smembers(store.initial_sync_key("items", staff_id))]
             stale = [store.dirty_key(*m.split(":", 1)) for m in members
                      if m.startswith(f"{bulk_projection.PROGRESS_KIND}:")]  # fmt: skip
-            conn.delete(user_key(staff_id), items_key(staff_id), *stale)
+            conn.delete(
+                store.initial_sync_key("user", staff_id),
+                store.initial_sync_key("items", staff_id),
+                *stale,
+            )
         conn.delete(RUN_KEY)
     conn.hset(
         RUN_KEY, mapping={"state": "running", "run_id": run_id, "started_at": int(time.time())}

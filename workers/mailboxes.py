@@ -51,7 +51,7 @@ from msgraph.generated.users.item.events.item.event_item_request_builder import 
 
 from core import audit, jobs, refusals, store
 from core import reconcile as requests
-from core.coconut import AbsenceWrite, CoconutError, Conflict, NotFound, Staff
+from core.coconut_models import AbsenceWrite, CoconutError, Conflict, NotFound, Staff
 from core.connection import EditPolicy
 from core.job_kinds import PROJECTION_JOBS, JobKind
 from core.marks import MARK_PROPERTY_ID, Projection, ProjectionIndex, parse_mark
@@ -68,10 +68,6 @@ REFUSED = frozenset({400, 404, 409, 422})
 
 class DeltaFault(Exception):
     """The delta chain misbehaved (a repeated nextLink, too many pages): start over later."""
-
-
-def block_key(user_id: str) -> str:
-    return store.block_key(user_id)
 
 
 def sync_mailbox(user_id: str) -> int:
@@ -199,9 +195,9 @@ def _held(
     listed = list(ctx.coconut.absences(user=staff.id, source="external"))
     comparison = compare(recorded, listed, since)
     pipe = ctx.redis.pipeline()
-    pipe.delete(block_key(user_id))
+    pipe.delete(store.block_key(user_id))
     if comparison.known:
-        pipe.hset(block_key(user_id), mapping={
+        pipe.hset(store.block_key(user_id), mapping={
             e: json.dumps(asdict(b)) for e, b in comparison.known.items()
         })  # fmt: skip
     pipe.execute()
@@ -568,7 +564,7 @@ def _own_edited(
 
 
 def _blocks(ctx: WorkerContext, user_id: str) -> dict[str, Block]:
-    raw = ctx.redis.hgetall(block_key(user_id))
+    raw = ctx.redis.hgetall(store.block_key(user_id))
     return {k.decode(): Block(**json.loads(v)) for k, v in raw.items()}
 
 
@@ -582,7 +578,9 @@ def _upsert(
     if known is not None and known.digest == wanted:
         if known.version != version:  # nothing for Coconut, but the next echo is known
             ctx.redis.hset(
-                block_key(user_id), event_id, json.dumps(asdict(replace(known, version=version)))
+                store.block_key(user_id),
+                event_id,
+                json.dumps(asdict(replace(known, version=version))),
             )
         return ""
     absence = None
@@ -595,7 +593,7 @@ def _upsert(
         # Pending first: should this worker die before Coconut's answer is recorded, the next
         # round still knows a block may exist for this event, and removes it if it must go.
         pending = Block(0, series, "")
-        ctx.redis.hset(block_key(user_id), event_id, json.dumps(asdict(pending)))
+        ctx.redis.hset(store.block_key(user_id), event_id, json.dumps(asdict(pending)))
         try:
             absence = ctx.coconut.create_absence(desired)
         except Conflict as exc:
@@ -605,13 +603,13 @@ def _upsert(
             absence = ctx.coconut.update_absence(exc.existing_id, desired)
         except CoconutError as exc:
             if exc.status in REFUSED:
-                ctx.redis.hdel(block_key(user_id), event_id)  # refused: nothing was made
+                ctx.redis.hdel(store.block_key(user_id), event_id)  # refused: nothing was made
             raise
         done = "created"
     else:
         done = "updated"
     block = Block(absence.id, series, wanted, version)
-    ctx.redis.hset(block_key(user_id), event_id, json.dumps(asdict(block)))
+    ctx.redis.hset(store.block_key(user_id), event_id, json.dumps(asdict(block)))
     audit.emit(
         f"busy_time.{done}", mailbox=user_id, event_id=event_id, absence_id=str(absence.id),
         staff_id=str(desired.user_id),
@@ -629,7 +627,7 @@ def forget_mailbox(user_id: str) -> int:
         if ctx.redis.hexists(store.mailbox_key(user_id), "staff_id"):
             return 0  # matched again meanwhile
         removed = 0
-        for event_id in ctx.redis.hkeys(block_key(user_id)):
+        for event_id in ctx.redis.hkeys(store.block_key(user_id)):
             remove_block(ctx, user_id, event_id.decode())
             removed += 1
         record = manager.for_mailbox(ctx, user_id)
@@ -641,7 +639,7 @@ def forget_mailbox(user_id: str) -> int:
 
 
 def remove_block(ctx: WorkerContext, user_id: str, event_id: str) -> None:
-    raw = ctx.redis.hget(block_key(user_id), event_id)
+    raw = ctx.redis.hget(store.block_key(user_id), event_id)
     if raw is None:
         return
     block = Block(**json.loads(raw))
@@ -650,7 +648,7 @@ def remove_block(ctx: WorkerContext, user_id: str, event_id: str) -> None:
         removed = [a.id for a in ctx.coconut.absences(source="external", external_id=event_id)]
     for absence_id in removed:
         ctx.coconut.delete_absence(absence_id)
-    ctx.redis.hdel(block_key(user_id), event_id)
+    ctx.redis.hdel(store.block_key(user_id), event_id)
     for absence_id in removed:
         audit.emit(
             "busy_time.removed", mailbox=user_id, event_id=event_id, absence_id=str(absence_id)

@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from core.coconut import Absence, Appointment, CoconutClient, Staff
+from core.coconut import CoconutClient
+from core.coconut_models import Absence, Appointment, Staff
 from core.marks import MARK_PROPERTY_ID, parse_mark
 from tests.chaos.world import FUTURE_DAYS, PAST_DAYS, POSITIVE_SIGNALS, TAMPERED, World
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET

@@ -34,7 +34,7 @@ import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from core import jobs, reconcile, refusals, store
+from core import jobs, reconcile, store
 from core.job_kinds import JobKind
 from exsync.processes import wait_until
 from tests.chaos import oracle
@@ -270,7 +270,7 @@ def _accepted_scope(system: ChaosSystem, world: World, ready: float) -> oracle.S
     # A Coconut admin's change to our blocks sends no webhook: only a full round repairs it; a
     # block Coconut refused waits for its retry.
     conn = redis.Redis.from_url(system.redis_url)
-    prefix = refusals.refused_key("")
+    prefix = store.refused_key("")
     refused = {k.decode()[len(prefix) :] for k in conn.scan_iter(match=prefix + "*")}
     conn.close()
     return oracle.Scope(stale_mailboxes | world.tampered | refused, stale_items)

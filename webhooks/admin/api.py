@@ -116,7 +116,7 @@ def decide_hold(user_id: str, action: str) -> tuple[Response, int] | BaseRespons
     conn = _services().redis
     if not _ID.fullmatch(user_id) or action not in ("release", "discard"):
         return jsonify(error="Not Found", reason="POST …/release or …/discard"), 404
-    if not conn.exists(holds.held_key(user_id)):
+    if not conn.exists(store.held_key(user_id)):
         return jsonify(error="Not Found", reason="no removals are held for that mailbox"), 404
     if action == "discard":
         count = holds.discard(conn, user_id)

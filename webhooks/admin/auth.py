@@ -56,11 +56,11 @@ WHY = {
 
 
 def _session_key(sid: str) -> str:
-    return store.key("admin", "session", sid)
+    return store.admin_key("session", sid)
 
 
 def _failures_key(email: str) -> str:
-    return store.key("admin", "signin-failures", email)
+    return store.admin_key("signin-failures", email)
 
 
 def bearer_token() -> str | None:

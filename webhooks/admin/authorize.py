@@ -56,7 +56,7 @@ class Authorized:
 
 
 def _flow_key(state: str) -> str:
-    return store.key("admin", "authflow", state)
+    return store.admin_key("authflow", state)
 
 
 def msal_app(

@@ -9,6 +9,8 @@ projected into Outlook and busy blocks we wrote into Coconut, never anything sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, current_app, flash, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -24,14 +26,18 @@ bp = Blueprint("admin_disconnect", __name__)
 def counts() -> dict[str, int]:
     conn = current_app.extensions["exsync"].redis
 
-    def total(kind: str) -> int:
-        return sum(conn.hlen(k) for k in conn.scan_iter(match=store.key(kind, "*"), count=500))
+    def total(key: Callable[[str], str]) -> int:
+        return sum(conn.hlen(k) for k in conn.scan_iter(match=key("*"), count=500))
 
     subscriptions = sum(
         1 for k in conn.scan_iter(match=store.subscription_key("*"), count=500)
         if conn.hexists(k, "user_id")
     )  # fmt: skip
-    return {"subscriptions": subscriptions, "events": total("projected"), "blocks": total("block")}
+    return {
+        "subscriptions": subscriptions,
+        "events": total(store.projected_key),
+        "blocks": total(store.block_key),
+    }
 
 
 @bp.get("/admin/exchange/disconnect")
@@ -55,7 +61,7 @@ def disconnect() -> BaseResponse | tuple[str, int]:
         return redirect(url_for("admin_exchange.configuration"), code=303)
     what = "everything" if request.form.get("remove_items") == "on" else "subscriptions"
     connection.mark_disconnecting(services.redis)
-    services.redis.delete(store.key("disconnect"))
+    services.redis.delete(store.disconnect_key())
     jobs.ensure_queued(services.queue, JobKind.DISCONNECT, what)
     items = (
         ", with our events in Outlook and busy blocks in Coconut."

@@ -18,11 +18,10 @@ from dataclasses import asdict
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from core import jobs, staff_status, store
+from core import jobs, reconcile, staff_status, store
 from core.connection_state import ConnectionState
 from core.job_kinds import JobKind
 from core.progress import progress
-from core.resync import queue_resync
 from core.staff_status import State
 from webhooks.admin import pages
 from webhooks.admin.auth import require_admin
@@ -81,7 +80,7 @@ def users() -> tuple[str, int]:
 def resync(staff_id: str) -> BaseResponse:
     if not STAFF_ID.fullmatch(staff_id):
         return redirect(url_for("admin_users.users"))
-    queue_resync(
+    reconcile.resync(
         current_app.extensions["exsync"].queue, [r for r in _rows() if r.staff_id == staff_id]
     )
     flash("Resync queued.", "ok")
@@ -98,12 +97,12 @@ def override_mailbox(staff_id: str) -> BaseResponse:
         flash("Enter the mailbox's email address, or leave it blank to use the Coconut email.",
               "error")  # fmt: skip
         return redirect(url_for("admin_users.users"), code=303)
-    key = store.key("staff", staff_id, "mailbox_override")
+    key = store.mailbox_override_key(staff_id)
     if address:
         services.redis.set(key, address)
     else:
         services.redis.delete(key)
-    services.redis.hdel(store.key("staff", staff_id), "checked_at")
+    services.redis.hdel(store.staff_key(staff_id), "checked_at")
     jobs.ensure_queued(services.queue, JobKind.SYNC_STAFF, staff_id)
     flash(f"Mailbox match {'set to ' + address if address else 'reset'}; resync queued.", "ok")
     return redirect(url_for("admin_users.users"), code=303)
@@ -119,7 +118,7 @@ def set_enabled(staff_id: str) -> BaseResponse:
     turn_on = request.form.get("enabled") == "on"
     if turn_on:
         services.redis.sadd(staff_status.ENABLED_KEY, staff_id)
-        services.redis.hdel(store.key("staff", staff_id), "warning")
+        services.redis.hdel(store.staff_key(staff_id), "warning")
     else:
         services.redis.srem(staff_status.ENABLED_KEY, staff_id)
     jobs.ensure_queued(services.queue, JobKind.SYNC_STAFF, staff_id)
@@ -132,7 +131,7 @@ def set_enabled(staff_id: str) -> BaseResponse:
 def recheck() -> BaseResponse:
     which = request.form.get("which", "failed")
     wanted = [r for r in _rows() if which == "all" or r.state in (State.ERROR, State.WARNING)]
-    queue_resync(current_app.extensions["exsync"].queue, wanted)
+    reconcile.resync(current_app.extensions["exsync"].queue, wanted)
     flash(f"Recheck queued for {len(wanted)} staff member(s).", "ok")
     return redirect(url_for("admin_users.users"), code=303)
 
