@@ -4,11 +4,14 @@ Each fault fires either for the next `count` occurrences or for a random `share`
 test can say "the next two calls fail" (deterministic) or "a third of deliveries are duplicated"
 (a soak run). Parsing is strict: an unknown kind or key is the caller's mistake, not something to
 ignore, because a mistyped fault that silently does nothing makes a test pass for the wrong reason.
+`Faults` holds the armed triggers (`store.faults`); the guard, the store and the listing ask it
+whether one fires.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +77,39 @@ class Trigger:
 
     def as_json(self) -> dict[str, Any]:
         return {"count": self.count, "share": self.share, "fired": self.fired, **self.params}
+
+
+class Faults:
+    """The armed faults by kind; shares the store's lock and random source."""
+
+    def __init__(self, lock: threading.RLock, rng: random.Random) -> None:
+        self.lock = lock
+        self.rng = rng
+        self.armed: dict[str, Trigger] = {}
+
+    def arm(self, trigger: Trigger) -> dict[str, Any]:
+        """Arm (or re-arm) one kind; what `POST /_emulator/faults/<kind>` answers."""
+        with self.lock:
+            self.armed[trigger.kind] = trigger
+            return {"fault": trigger.kind, **trigger.as_json()}
+
+    def clear(self) -> None:
+        with self.lock:
+            self.armed.clear()
+
+    def fire(self, kind: str) -> dict[str, Any] | None:
+        """If fault `kind` is armed and fires now, its parameters; spent faults disarm."""
+        with self.lock:
+            trigger = self.armed.get(kind)
+            if trigger is None or not trigger.fire(self.rng):
+                return None
+            if trigger.spent:
+                del self.armed[kind]
+            return trigger.params
+
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            return {kind: t.as_json() for kind, t in self.armed.items()}
 
 
 def parse_trigger(kind: str, body: Any) -> Trigger:

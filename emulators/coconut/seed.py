@@ -69,27 +69,31 @@ def seed(
         appointments(store, people, services, clients, virtual, now)
         more_bookings(store, people[:-1], services[0], clients[0], now, bookings)
         if people[:-1]:
-            first_staff = people[0][0]
-            day = local_day(now, first_staff["timezone"], 1)
-            store.insert(
-                "absences",
-                {
-                    "user_id": first_staff["id"],
-                    "start": day.replace(hour=12),
-                    "end": day.replace(hour=13),
-                    "all_day": False,
-                    "timezone": first_staff["timezone"],
-                    "title": "Team meeting",
-                    "notes": None,
-                    "source": "coconut",
-                    "external_provider": None,
-                    "external_id": None,
-                    "external_version": None,
-                },
-            )
+            team_meeting(store, people[0][0], now)
 
 
 Record = dict[str, Any]
+
+
+def team_meeting(store: Store, person: Record, now: datetime) -> None:
+    """The one absence made in Coconut: tomorrow at noon for the first staff member."""
+    day = local_day(now, person["timezone"], 1)
+    store.insert(
+        "absences",
+        {
+            "user_id": person["id"],
+            "start": day.replace(hour=12),
+            "end": day.replace(hour=13),
+            "all_day": False,
+            "timezone": person["timezone"],
+            "title": "Team meeting",
+            "notes": None,
+            "source": "coconut",
+            "external_provider": None,
+            "external_id": None,
+            "external_version": None,
+        },
+    )
 
 
 def appointments(
