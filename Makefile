@@ -13,6 +13,7 @@ test: $(VENV)/.installed
 	PYTHON=$(BIN)/python .ci/ensure-redis
 	.ci/ensure-chromium
 	PYTHON=$(BIN)/python .ci/ensure-compose
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 3
 
 lint: $(VENV)/.installed

@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from core import jobs  # noqa: E402
 from core.job_kinds import JobKind  # noqa: E402
-from core.marks import MARK_PROPERTY_ID  # noqa: E402
 from tests.harness import Process, System, wait_until  # noqa: E402
+from workers.marks import MARK_PROPERTY_ID  # noqa: E402
 
 QUEUE = "exsync"
 

@@ -20,12 +20,12 @@ from enum import StrEnum
 import redis
 
 from core import reconcile, store
-from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
+from core.microsoft.endpoints import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 from core.secrets import SecretBox
 
 CONNECTION_KEY = store.connection_key()
-# The service account's cached access token (core.delegated); dropped whenever who signs in or
-# where changes, so no worker keeps acting as the previous account.
+# The service account's cached access token (core.microsoft.delegated); dropped whenever who
+# signs in or where changes, so no worker keeps acting as the previous account.
 DELEGATED_TOKEN_KEY = store.delegated_token_key()
 # Days before today kept in sync: EXSYNC_SYNC_PAST_DAYS's default and the form's "Days back".
 SYNC_PAST_DAYS = 7
@@ -40,7 +40,7 @@ class Status(StrEnum):
 
 
 # The statuses under which the admin's authorized credential is the one in use
-# (core.graph_access); otherwise the environment's app registration is.
+# (core.microsoft.graph_access); otherwise the environment's app registration is.
 AUTHORIZED = frozenset({Status.CONNECTED, Status.REAUTHORIZE, Status.DISCONNECTING})
 # The statuses under which workers write anywhere: an environment-only setup is
 # `not_configured` and syncs; a saved connection syncs only once connected.

@@ -17,16 +17,16 @@ from enum import Enum
 
 class JobKind(Enum):
     # Outlook -> Coconut: one staff mailbox's delta round (busy time), and forgetting a mailbox.
-    SYNC_MAILBOX = ("workers.mailboxes.sync_mailbox", "mailbox")
-    FORGET_MAILBOX = ("workers.mailboxes.forget_mailbox", "forget")
-    RELEASE_HOLDS = ("workers.holds.release_holds", "release")
+    SYNC_MAILBOX = ("workers.mailbox_sync.sync_mailbox", "mailbox")
+    FORGET_MAILBOX = ("workers.mailbox_forget.forget_mailbox", "forget")
+    RELEASE_HOLDS = ("workers.held_release.release_holds", "release")
     # Coconut -> Outlook: one appointment or absence, every item of a staff member, all of them.
-    SYNC_APPOINTMENT = ("workers.appointments.sync_appointment", "appointment")
-    SYNC_ABSENCE = ("workers.appointments.sync_absence", "absence")
-    SYNC_STAFF = ("workers.appointments.sync_staff", "staff")
-    SYNC_STAFF_MAILBOX = ("workers.appointments.sync_staff_mailbox", "staff_mailbox")
-    PROJECT_STAFF = ("workers.bulk_projection.project_staff", "staff_items")
-    RECONCILE_COCONUT = ("workers.appointments.reconcile_coconut", "coconut")
+    SYNC_APPOINTMENT = ("workers.item_sync.sync_appointment", "appointment")
+    SYNC_ABSENCE = ("workers.item_sync.sync_absence", "absence")
+    SYNC_STAFF = ("workers.staff_sync.sync_staff", "staff")
+    SYNC_STAFF_MAILBOX = ("workers.staff_sync.sync_staff_mailbox", "staff_mailbox")
+    PROJECT_STAFF = ("workers.staff_projection.project_staff", "staff_items")
+    RECONCILE_COCONUT = ("workers.coconut_reconcile.reconcile_coconut", "coconut")
     # The connection: the sync after Authorize, and Disconnect.
     INITIAL_SYNC = ("workers.initial_sync.run_initial_sync", "initial_sync")
     DISCONNECT = ("workers.disconnect.run_disconnect", "disconnect")

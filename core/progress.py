@@ -45,9 +45,9 @@ def progress(conn: redis.Redis) -> Progress:
         return Progress("not_started", [])
     users = []
     for staff_id in filter(None, run.get("staff", "").split(",")):
-        members = [m.decode() for m in conn.smembers(store.initial_sync_key("items", staff_id))]
+        members = [m.decode() for m in conn.smembers(store.initial_sync_items_key(staff_id))]
         pending = sum(conn.exists(store.dirty_key(*m.split(":", 1))) for m in members)
-        address = (conn.hget(store.initial_sync_key("user", staff_id), "address") or b"").decode()
+        address = (conn.hget(store.initial_sync_staff_key(staff_id), "address") or b"").decode()
         users.append(UserProgress(staff_id, address, len(members), len(members) - pending))
     state = run["state"]
     if state == "queued" and all(u.done == u.total for u in users):

@@ -3,8 +3,8 @@ an optimisation; the calendars are the truth").
 
 A full reconciliation of one staff member reads both calendars whole instead of trusting a
 cursor: their mailbox's sync window fresh from Exchange against every busy block Coconut holds
-for them (workers.mailboxes, a full round), and every appointment and Coconut absence of theirs
-against our marked events in the mailbox (workers.bulk_projection.project_staff). Asking only
+for them (workers.mailbox_sync, a full round), and every appointment and Coconut absence of theirs
+against our marked events in the mailbox (workers.staff_projection.project_staff). Asking only
 records the request on the mailbox hash and queues the two coalesced jobs, so the web app, the
 CLI and the scheduler can all ask without calling Graph or Coconut:
 
@@ -22,12 +22,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue
 
 from core import jobs, store
 from core.job_kinds import JobKind
+
+if TYPE_CHECKING:  # staff_status reads what this module records
+    from core.staff_status import StaffRow
 
 REQUESTED = "full_requested"
 
@@ -66,6 +70,17 @@ def request(queue: Queue, staff_id: str, user_id: str, reason: str) -> list[str]
     if user_id:
         mark(queue.connection, user_id, reason)
         queued.append(jobs.ensure_queued(queue, JobKind.SYNC_MAILBOX, user_id))
+    return queued
+
+
+def resync(queue: Queue, rows: list[StaffRow]) -> list[str]:
+    """Resync staff members (User Accounts' Resync and Recheck, `exsync resync`): `sync_staff`
+    re-matches each one's mailbox and queues one job per appointment and absence of theirs,
+    then the full reconciliation above. Returns the job ids to watch."""
+    queued = []
+    for row in rows:
+        queued.append(jobs.ensure_queued(queue, JobKind.SYNC_STAFF, row.staff_id))
+        queued += request(queue, row.staff_id, row.user_id, "resync")
     return queued
 
 

@@ -2,7 +2,7 @@
 
     exsync:refused:{user_id}   hash: Exchange event id -> JSON Refusal
 
-A write Coconut refuses (404, 409, 422, 400) fails that item alone (workers.mailboxes): the
+A write Coconut refuses (404, 409, 422, 400) fails that item alone (workers.busy_blocks): the
 rest of the round applies, the delta cursor advances, and the item is tried again on its own
 with a growing delay (RETRY_DELAYS) by a full reconciliation of its mailbox. Until then the
 staff member's row, the Warnings tile and `exsync status` say which item and why, in plain

@@ -16,10 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import secrets
 from core.connection import SYNC_PAST_DAYS, EditPolicy
-from core.graph import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
+from core.microsoft.endpoints import MICROSOFT_AUTHORITY, MICROSOFT_GRAPH, GraphEndpoint
 
 ENV_PREFIX = "EXSYNC_"
-# The app registration an environment-only setup signs in with (core.graph_access).
+# The app registration an environment-only setup signs in with (core.microsoft.graph_access).
 REGISTRATION = ("tenant_id", "client_id", "client_secret")
 AUDIT_OFF = {"", "none"}
 

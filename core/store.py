@@ -1,45 +1,10 @@
 """The Redis connection and the name of every key the service keeps there.
 
 All state lives in Redis (AOF in production) so web processes, workers and the scheduler are
-stateless and can run on any number of machines. Every key is built here, by the function
-named after it, so a reader sees the whole layout in one place:
-
-  the coalescing protocol (core.jobs), per item kind and item
-    exsync:dirty:{kind}:{item}          counter: changes arrived since the item's job last read
-    exsync:announced:{kind}             zset: per dirty item, the newest version hints announced
-    exsync:noticed:{kind}:{item}        when the oldest change not yet read was noticed (epoch)
-    exsync:reading:{kind}:{item}        the same, for the changes the running round applies
-    exsync:lock:{kind}:{item}           one worker at a time per item
-  receivers
-    exsync:delivery:{source}:{id}       seen webhook delivery ids (dedupe window)
-  Graph subscriptions (subscriptions.manager)
-    exsync:subscription:{id}            hash: mailbox, client_state, expires_at, resource
-    exsync:subscription_of:{user_id}    the subscription id of one mailbox
-  one staff member and their mailbox
-    exsync:staff:{staff_id}             hash: matched mailbox (user_id, address), warning
-    exsync:staff:{staff_id}:mailbox_override   the admin's address for the match
-    exsync:mailbox:{user_id}            hash: sync state (delta cursor, window, reconciled)
-    exsync:block:{user_id}              hash: Graph event id -> busy block in Coconut (json)
-    exsync:refused:{user_id}            hash: items Coconut refused, and their retries
-    exsync:held:{user_id}               deletions held back for the admin (mass-delete guard)
-    exsync:projected:{user_id}          hash: Graph event id -> our projection (json)
-    exsync:projection:{kind}:{item_id}  hash: mailbox -> our projection of a Coconut item
-    exsync:graph:{what}:{app}:{mailbox} Graph's per-mailbox concurrency slots (core.throttle)
-  the whole deployment
-    exsync:staff_epoch                  moves when a staff round begins (stale staff copies)
-    exsync:roster, exsync:enabled_staff the staff listed in Coconut; those enabled by hand
-    exsync:initial_sync[:user|:items:{staff_id}]   the initial sync's progress
-    exsync:connection                   hash: the admin's Exchange connection
-    exsync:delegated:access_token       the service account's cached access token
-    exsync:lock:delegated:refresh       one process refreshes the delegated token at a time
-    exsync:disconnect                   hash: what the last Disconnect removed
-    exsync:coconut:reconciled_at        the Coconut safety net's checkpoint
-    exsync:scheduler:leader, exsync:scheduler:last:{task}   the scheduler's lease and clocks
-  admin sign-in (webhooks.admin, core.admin_accounts)
-    exsync:admin:user:{email}, exsync:admin:session:{sid}, exsync:admin:signin-failures:{email},
-    exsync:admin:authflow:{state}, exsync:admin:tokens, exsync:admin:token:{digest}
-
-A function given "*" for an id gives the pattern that scans every key of its shape.
+stateless and can run on any number of machines. Every key is built here, by the one `Key`
+named after it below, whose line shows the key's shape and what it holds: the whole layout in
+one place. A call gives the ids in order (`mailbox_key(user_id)`); given "*" for an id, it
+gives the pattern that scans every key of that shape.
 """
 
 from __future__ import annotations
@@ -62,126 +27,58 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-def _key(*parts: object) -> str:
-    return ":".join([PREFIX, *(str(part) for part in parts)])
+class Key:
+    """One key's shape: `exsync:` and the template, its `{}` filled with the ids given."""
+
+    def __init__(self, template: str) -> None:
+        self.template = f"{PREFIX}:{template}"
+
+    def __call__(self, *ids: object) -> str:
+        return self.template.format(*ids)
 
 
-def dirty_key(kind: str, item: str) -> str:
-    return _key("dirty", kind, item)
-
-
-def announced_key(kind: str) -> str:
-    return _key("announced", kind)
-
-
-def noticed_key(kind: str, item: str) -> str:
-    return _key("noticed", kind, item)
-
-
-def reading_key(kind: str, item: str) -> str:
-    return _key("reading", kind, item)
-
-
-def lock_key(kind: str, item: str) -> str:
-    return _key("lock", kind, item)
-
-
-def delivery_key(source: str, delivery_id: str) -> str:
-    return _key("delivery", source, delivery_id)
-
-
-def subscription_key(subscription_id: str) -> str:
-    return _key("subscription", subscription_id)
-
-
-def subscription_of_key(user_id: str) -> str:
-    return _key("subscription_of", user_id)
-
-
-def staff_key(staff_id: str) -> str:
-    return _key("staff", staff_id)
-
-
-def mailbox_override_key(staff_id: str) -> str:
-    return _key("staff", staff_id, "mailbox_override")
-
-
-def mailbox_key(user_id: str) -> str:
-    return _key("mailbox", user_id)
-
-
-def block_key(user_id: str) -> str:
-    return _key("block", user_id)
-
-
-def refused_key(user_id: str) -> str:
-    return _key("refused", user_id)
-
-
-def held_key(user_id: str) -> str:
-    return _key("held", user_id)
-
-
-def projected_key(mailbox: str) -> str:
-    return _key("projected", mailbox)
-
-
-def projection_key(kind: str, item_id: str) -> str:
-    return _key("projection", kind, item_id)
-
-
-def graph_gate_key(what: str, app: str, mailbox: str) -> str:
-    return _key("graph", what, app, mailbox)
-
-
-def staff_epoch_key() -> str:
-    """Moves whenever a staff round begins: workers' copies of staff members read before it
-    are stale (workers.context.WorkerContext.staff)."""
-    return _key("staff_epoch")
-
-
-def roster_key() -> str:
-    return _key("roster")
-
-
-def enabled_staff_key() -> str:
-    return _key("enabled_staff")
-
-
-def initial_sync_key(*parts: str) -> str:
-    """The run (no parts), one staff member's ("user", id) or their items ("items", id)."""
-    return _key("initial_sync", *parts)
-
-
-def connection_key() -> str:
-    return _key("connection")
-
-
-def delegated_token_key() -> str:
-    return _key("delegated", "access_token")
-
-
-def delegated_lock_key() -> str:
-    return _key("lock", "delegated", "refresh")
-
-
-def disconnect_key() -> str:
-    return _key("disconnect")
-
-
-def coconut_reconciled_key() -> str:
-    return _key("coconut", "reconciled_at")
-
-
-def scheduler_key(*parts: str) -> str:
-    """The leader's lease ("leader") or a task's last run ("last", task)."""
-    return _key("scheduler", *parts)
-
-
-def admin_key(*parts: str) -> str:
-    """Admin sign-in state: ("user", email), ("session", sid), ("signin-failures", email),
-    ("authflow", state), ("tokens",), ("token", digest)."""
-    return _key("admin", *parts)
+# The coalescing protocol (core.jobs), per item kind and item.
+dirty_key = Key("dirty:{}:{}")  # counter: changes arrived since the item's job last read
+announced_key = Key("announced:{}")  # zset per kind: the newest version a dirty item's hints named
+noticed_key = Key("noticed:{}:{}")  # when the oldest change not yet read was noticed (epoch)
+reading_key = Key("reading:{}:{}")  # the same, for the changes the running round applies
+lock_key = Key("lock:{}:{}")  # one worker at a time per item
+# Receivers.
+delivery_key = Key("delivery:{}:{}")  # (source, id) a webhook delivery seen (dedupe window)
+# Graph subscriptions (subscriptions.manager).
+subscription_key = Key("subscription:{}")  # hash: mailbox, client_state, expires_at, resource
+subscription_of_key = Key("subscription_of:{}")  # (user_id) the subscription id of a mailbox
+# One staff member and their mailbox.
+staff_key = Key("staff:{}")  # hash: the matched mailbox (user_id, address), warning, error
+mailbox_override_key = Key("staff:{}:mailbox_override")  # the admin's address for the match
+mailbox_key = Key("mailbox:{}")  # (user_id) hash: sync state (cursor, window, reconciled)
+block_key = Key("block:{}")  # hash: Graph event id -> busy block we wrote (core.sync_records)
+refused_key = Key("refused:{}")  # hash: blocks Coconut refused, and their retries
+held_key = Key("held:{}")  # set: event ids whose removal waits for an admin
+projected_key = Key("projected:{}")  # hash: Graph event id -> our projection (core.sync_records)
+projection_key = Key("projection:{}:{}")  # (kind, item id) hash: mailbox -> our projection
+graph_gate_key = Key("graph:{}:{}:{}")  # (what, app, mailbox) Graph's per-mailbox slots
+# The whole deployment.
+staff_epoch_key = Key("staff_epoch")  # moves when a staff round begins: staff copies are stale
+roster_key = Key("roster")  # the staff Coconut lists
+enabled_staff_key = Key("enabled_staff")  # with manual user syncing: the staff ids enabled
+initial_sync_key = Key("initial_sync")  # hash: the initial sync's run
+initial_sync_staff_key = Key("initial_sync:user:{}")  # hash: one staff member's part of it
+initial_sync_items_key = Key("initial_sync:items:{}")  # set: their items still to write
+connection_key = Key("connection")  # hash: the admin's Exchange connection
+delegated_token_key = Key("delegated:access_token")  # the service account's cached token
+delegated_lock_key = Key("delegated:refresh_lock")  # one process refreshes that token at once
+disconnect_key = Key("disconnect")  # hash: what the last Disconnect removed
+coconut_reconciled_key = Key("coconut:reconciled_at")  # the Coconut safety net's checkpoint
+scheduler_leader_key = Key("scheduler:leader")  # the scheduler's lease
+scheduler_last_key = Key("scheduler:last:{}")  # (task) when the scheduler last ran it
+# Admin sign-in (webhooks.admin, core.admin_accounts).
+admin_user_key = Key("admin:user:{}")  # hash: an admin's password hash and role
+admin_session_key = Key("admin:session:{}")  # a signed-in admin's session
+admin_failures_key = Key("admin:signin-failures:{}")  # failed sign-ins, by email
+admin_authflow_key = Key("admin:authflow:{}")  # an Authorize flow under way, by its state
+admin_tokens_key = Key("admin:tokens")  # hash: API token name -> its digest
+admin_token_key = Key("admin:token:{}")  # hash: one API token, by digest
 
 
 def epoch(value: str) -> float:

@@ -16,27 +16,15 @@ from urllib.parse import urlsplit
 import click
 import redis
 
-from core import jobs, logs, store
+from core import jobs, store
 from core.job_kinds import JobKind
-from core.settings import Settings, SettingsError, load_settings
 from exsync import resync, sync_chores
-
-EXIT_PROBLEM = 1
-EXIT_CONFIG = 2
-EXIT_UNREACHABLE = 3
-SETTINGS_META = "exsync.settings"  # the settings a command loaded, for the group's messages
-
-
-def _settings(*required: str) -> Settings:
-    try:
-        settings = load_settings().require(*required)
-    except SettingsError as exc:
-        click.echo(f"exsync: {exc} (set in the environment; README, Configuration)", err=True)
-        sys.exit(EXIT_CONFIG)
-    logs.configure(settings.log_level, settings.log_format)
-    jobs.configure(settings.job_retries, settings.job_timeout)
-    click.get_current_context().meta[SETTINGS_META] = settings
-    return settings
+from exsync.command import (
+    EXIT_PROBLEM,
+    EXIT_UNREACHABLE,
+    SETTINGS_META,
+    command_settings,
+)
 
 
 class Exsync(click.Group):
@@ -85,7 +73,7 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
     The webhook receivers, /healthz, /readyz, /metrics, the admin pages and API, under
     gunicorn with the gthread worker.
     """
-    _settings("coconut_webhook_secret", "secret_key")
+    command_settings("coconut_webhook_secret", "secret_key")
     # Each gunicorn process counts on its own; /metrics sums them from this directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="exsync-metrics-")
     os.execvp(
@@ -114,7 +102,7 @@ def worker(host: str, port: int, burst: bool) -> None:
 
     One RQ worker; run as many as you like. Metrics on --port (0 for none).
     """
-    settings = _settings("tenant_id", "client_id", "coconut_url")
+    settings = command_settings("tenant_id", "client_id", "coconut_url")
     from workers.runner import run_worker
 
     sys.exit(run_worker(settings, host=host, port=port, burst=burst))
@@ -129,7 +117,7 @@ def scheduler(host: str, port: int) -> None:
     Creates and renews Graph subscriptions, polls delegated mailboxes and reconciles both
     sides. Run exactly one.
     """
-    settings = _settings("tenant_id", "client_id", "coconut_url")
+    settings = command_settings("tenant_id", "client_id", "coconut_url")
     from subscriptions.scheduler import run_scheduler
 
     sys.exit(run_scheduler(settings, host=host, port=port))
@@ -181,10 +169,11 @@ def status(as_json: bool) -> None:
     import json
     from dataclasses import asdict
 
-    from core import ops_state, staff_status
+    from core import staff_status
     from core.progress import progress
+    from exsync import ops_state
 
-    settings = _settings()
+    settings = command_settings()
     conn = store.connect(settings.redis_url)
     link, rows = staff_status.current(conn, settings)
     initial = progress(conn)
@@ -249,7 +238,7 @@ def initial_sync(status_only: bool) -> None:
 
     from core.progress import progress
 
-    settings = _settings()
+    settings = command_settings()
     conn = store.connect(settings.redis_url)
     if not status_only:
         queue = Queue(settings.queue_name, connection=conn)
@@ -271,7 +260,7 @@ def failed_list() -> None:
     """Show failed jobs and why each failed."""
     from exsync.failed import list_failed
 
-    sys.exit(list_failed(_settings()))
+    sys.exit(list_failed(command_settings()))
 
 
 @failed.command("requeue")
@@ -286,7 +275,7 @@ def failed_requeue(job_ids: tuple[str, ...], requeue_all: bool) -> None:
 
     if bool(job_ids) == requeue_all:
         raise click.UsageError("name job ids or pass --all")
-    sys.exit(requeue_failed(_settings(), list(job_ids), requeue_all))
+    sys.exit(requeue_failed(command_settings(), list(job_ids), requeue_all))
 
 
 @main.group()
@@ -303,9 +292,9 @@ def admin_add_user(email: str, role: str, password: str) -> None:
 
     Only the admin role reaches settings and the admin API; staff accounts are refused there.
     """
-    from exsync.admin_users import AdminUserError, add_user
+    from core.admin_accounts import AdminUserError, add_user
 
-    settings = _settings()
+    settings = command_settings()
     try:
         email = add_user(store.connect(settings.redis_url), email, password, role)
     except AdminUserError as exc:
@@ -320,9 +309,9 @@ def admin_add_token(name: str) -> None:
 
     Printed once; scripts send it as `Authorization: Bearer ...`.
     """
-    from exsync.admin_users import AdminUserError, add_token
+    from core.admin_accounts import AdminUserError, add_token
 
-    settings = _settings()
+    settings = command_settings()
     try:
         token = add_token(store.connect(settings.redis_url), name)
     except AdminUserError as exc:
@@ -334,9 +323,9 @@ def admin_add_token(name: str) -> None:
 @click.argument("email")
 def admin_remove_user(email: str) -> None:
     """Delete an account and end its sessions."""
-    from exsync.admin_users import AdminUserError, remove_user
+    from core.admin_accounts import AdminUserError, remove_user
 
-    settings = _settings()
+    settings = command_settings()
     try:
         removed = remove_user(store.connect(settings.redis_url), email)
     except AdminUserError as exc:
@@ -351,9 +340,9 @@ def admin_remove_user(email: str) -> None:
 @click.argument("name")
 def admin_revoke_token(name: str) -> None:
     """Revoke an admin API token by name."""
-    from exsync.admin_users import revoke_token
+    from core.admin_accounts import revoke_token
 
-    settings = _settings()
+    settings = command_settings()
     if not revoke_token(store.connect(settings.redis_url), name):
         click.echo(f"exsync: no token named {name}", err=True)
         sys.exit(EXIT_PROBLEM)

@@ -38,9 +38,9 @@ from cryptography.fernet import Fernet
 from rq import Queue
 
 from core import jobs
+from core.admin_accounts import add_user
 from core.job_kinds import JobKind
 from core.settings import ENV_PREFIX, SettingsError, load_settings
-from exsync.admin_users import add_user
 from exsync.processes import Process, ProcessExited, wait_until
 
 TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"

@@ -23,6 +23,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from core import reconcile, refusals, staff_status, store
 from core.staff_status import StaffRow
+from exsync.command import EXIT_PROBLEM, command_settings
 
 PENDING = {b"queued", b"started", b"deferred", b"scheduled"}
 FAILED = {b"failed", b"stopped", b"canceled"}
@@ -48,11 +49,9 @@ def resync(user: str | None, every: bool, no_wait: bool, timeout: int) -> None:
     until those jobs are done. Exit 0 done, 1 a job failed or the wait timed out, 2 unknown
     user, 3 Redis unreachable.
     """
-    from exsync.cli import EXIT_PROBLEM, _settings
-
     if bool(user) == every:
         raise click.UsageError("name one staff member (email, staff id or Graph user id) or --all")
-    settings = _settings()
+    settings = command_settings()
     conn = store.connect(settings.redis_url)
     rows = staff_status.rows(conn, polling=False)
     if every and not rows:
@@ -95,8 +94,6 @@ def _matching(rows: list[StaffRow], who: str) -> list[StaffRow]:
 
 
 def _report(watch: Watch, timeout: int, stuck: bool) -> None:
-    from exsync.cli import EXIT_PROBLEM
-
     done, failed = len(watch.finished), sorted(watch.failed)
     waiting = sorted(watch.jobs - watch.finished)
     if waiting:

@@ -1,8 +1,8 @@
 """`exsync subscriptions list|create|renew|delete` and `exsync holds list|release|discard`.
 
 A process of its own, so unlike the web app it may call Graph and Coconut directly, with the
-credential a worker would use now (core.graph_access): the connection the admin authorized on
-the Configuration tab, read from Redis, else the EXSYNC_TENANT_ID / EXSYNC_CLIENT_ID /
+credential a worker would use now (core.microsoft.graph_access): the connection the admin
+authorized on the Configuration tab, read from Redis, else the EXSYNC_TENANT_ID / EXSYNC_CLIENT_ID /
 EXSYNC_CLIENT_SECRET settings. Coconut's API is only ever in the environment
 (EXSYNC_COCONUT_URL and its client), so only the commands that call Coconut ask for it. Each
 command prints what it did and exits 0; 1 when Graph or Coconut refused or the item is not
@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from core.settings import Settings
+from exsync.command import EXIT_CONFIG, EXIT_PROBLEM, command_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,8 +41,6 @@ def _context(settings: Settings, *, graph: bool = False, coconut: bool = False):
         *([_coconut_problem(settings)] if coconut else []),
     ]
     if any(problems):
-        from exsync.cli import EXIT_CONFIG
-
         for problem in filter(None, problems):
             click.echo(f"exsync: {problem}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -51,7 +50,8 @@ def _context(settings: Settings, *, graph: bool = False, coconut: bool = False):
 
 def _graph_problem(settings: Settings, conn: Any) -> str | None:
     """Why no Graph credential can be had by the workers' rule, or None."""
-    from core import connection, graph_access
+    from core import connection
+    from core.microsoft import graph_access
 
     try:
         graph_access.current(settings, conn)
@@ -100,9 +100,8 @@ def _refusals() -> Iterator[None]:
     from azure.core.exceptions import ClientAuthenticationError
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
-    from core.coconut_models import CoconutError
-    from core.graph_access import plain_refusal
-    from exsync.cli import EXIT_CONFIG, EXIT_PROBLEM
+    from core.coconut.models import CoconutError
+    from core.microsoft.graph_access import plain_refusal
 
     try:
         yield
@@ -130,10 +129,9 @@ def subscriptions() -> None:
 @subscriptions.command("list")
 def list_() -> None:
     """List ours: mailbox, expiry, renewal."""
-    from exsync.cli import _settings
     from subscriptions import manager
 
-    ctx = _context(_settings())
+    ctx = _context(command_settings())
     records = sorted(manager.all_local(ctx), key=lambda r: r.expires_at)
     if not records:
         click.echo("no subscriptions")
@@ -157,13 +155,12 @@ def create(user: str | None, every: bool) -> None:
 
     USER is the staff member's email or Coconut staff id; --all reconciles every mailbox.
     """
-    from exsync.cli import _settings
     from subscriptions import manager
     from workers import directory
 
     if bool(user) == every:
         raise click.UsageError("name a staff email or id, or pass --all")
-    ctx = _context(_settings(), graph=True, coconut=True)
+    ctx = _context(command_settings(), graph=True, coconut=True)
     if every:
         click.echo(f"reconciled: {manager.reconcile(ctx)}")
         return
@@ -179,6 +176,22 @@ def create(user: str | None, every: bool) -> None:
     )
 
 
+def _ids_or_all(every_help: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A subscription command's arguments: the ids it acts on, or --all."""
+
+    def wrap(command: Callable[P, R]) -> Callable[P, R]:
+        command = click.option("--all", "every", is_flag=True, help=every_help)(command)
+        return click.argument("subscription_ids", nargs=-1)(command)
+
+    return wrap
+
+
+def _chosen(ids: tuple[str, ...], every: bool) -> tuple[Any, list[str], list[str]]:
+    """A context with Graph, and (ours, not ours) among the ids (every one of ours with --all)."""
+    ctx = _context(command_settings(), graph=True)
+    return (ctx, *_ours(ctx, ids, every))
+
+
 def _ours(ctx: Any, ids: tuple[str, ...], every: bool) -> tuple[list[str], list[str]]:
     """(ours, not ours) among the named ids, or every one of ours with --all."""
     from subscriptions import manager
@@ -191,29 +204,17 @@ def _ours(ctx: Any, ids: tuple[str, ...], every: bool) -> tuple[list[str], list[
     return known, [i for i in ids if i not in known]
 
 
-def _not_ours(ids: list[str]) -> None:
-    from exsync.cli import EXIT_PROBLEM
-
-    for sub_id in ids:
-        click.echo(f"exsync: not a subscription of ours: {sub_id}", err=True)
-    if ids:
-        sys.exit(EXIT_PROBLEM)
-
-
 @subscriptions.command()
-@click.argument("subscription_ids", nargs=-1)
-@click.option("--all", "every", is_flag=True, help="Renew every subscription now.")
+@_ids_or_all("Renew every subscription now.")
 @_remote
 def renew(subscription_ids: tuple[str, ...], every: bool) -> None:
     """Renew now, by id or --all.
 
     The scheduler does this before expiry; a subscription Graph lost is recreated.
     """
-    from exsync.cli import EXIT_PROBLEM, _settings
     from subscriptions import manager
 
-    ctx = _context(_settings(), graph=True)
-    ours, strangers = _ours(ctx, subscription_ids, every)
+    ctx, ours, strangers = _chosen(subscription_ids, every)
     lost = []
     for sub_id in ours:
         record = manager.renew(ctx, sub_id)
@@ -226,29 +227,29 @@ def renew(subscription_ids: tuple[str, ...], every: bool) -> None:
         else:
             hours = (record.expires_at - time.time()) / 3600
             click.echo(f"renewed {sub_id}: expires in {hours:.1f} h")
-    _not_ours(strangers)
-    if lost:
-        sys.exit(EXIT_PROBLEM)
+    _finish(strangers, failed=bool(lost))
 
 
 @subscriptions.command()
-@click.argument("subscription_ids", nargs=-1)
-@click.option("--all", "every", is_flag=True, help="Delete every subscription of ours.")
+@_ids_or_all("Delete every subscription of ours (the scheduler recreates the wanted ones).")
 @_remote
 def delete(subscription_ids: tuple[str, ...], every: bool) -> None:
-    """Delete at Graph, by id or --all.
-
-    The scheduler recreates the wanted ones at its next reconcile.
-    """
-    from exsync.cli import _settings
+    """Delete at Graph, by id or --all."""
     from subscriptions import manager
 
-    ctx = _context(_settings(), graph=True)
-    ours, strangers = _ours(ctx, subscription_ids, every)
+    ctx, ours, strangers = _chosen(subscription_ids, every)
     for sub_id in ours:
         manager.delete(ctx, sub_id)
         click.echo(f"deleted {sub_id}")
-    _not_ours(strangers)
+    _finish(strangers)
+
+
+def _finish(strangers: list[str], *, failed: bool = False) -> None:
+    """Name the ids that are not subscriptions of ours; exit 1 for them or for a failure."""
+    for sub_id in strangers:
+        click.echo(f"exsync: not a subscription of ours: {sub_id}", err=True)
+    if strangers or failed:
+        sys.exit(EXIT_PROBLEM)
 
 
 @click.group()
@@ -262,12 +263,10 @@ def holds() -> None:
 @holds.command("list")
 def holds_list() -> None:
     """List mailboxes with removals held."""
-    from core import holds as held
-    from core import store
-    from exsync.cli import _settings
+    from core import held_removals, store
 
-    conn = store.connect(_settings().redis_url)
-    found = held.held(conn)
+    conn = store.connect(command_settings().redis_url)
+    found = held_removals.held(conn)
     if not found:
         click.echo("no removals held")
     for user_id, count in sorted(found.items()):
@@ -278,7 +277,6 @@ def holds_list() -> None:
 def _held(conn: Any, user_id: str) -> None:
     """Exit 1 unless removals are held for the mailbox."""
     from core import store
-    from exsync.cli import EXIT_PROBLEM
 
     if not conn.exists(store.held_key(user_id)):
         click.echo(f"exsync: no removals are held for {user_id} (see `exsync holds list`)",
@@ -294,10 +292,9 @@ def release(user_id: str) -> None:
 
     USER_ID is the mailbox's Graph user id, from `exsync holds list`.
     """
-    from exsync.cli import _settings
-    from workers.holds import release_holds
+    from workers.held_release import release_holds
 
-    ctx = _context(_settings(), coconut=True)
+    ctx = _context(command_settings(), coconut=True)
     _held(ctx.redis, user_id)
     click.echo(f"released: {release_holds(user_id)} busy block(s) removed")
 
@@ -309,11 +306,9 @@ def discard(user_id: str) -> None:
 
     The busy blocks stay in Coconut.
     """
-    from core import holds as held
-    from core import store
-    from exsync.cli import _settings
+    from core import held_removals, store
 
-    conn = store.connect(_settings().redis_url)
+    conn = store.connect(command_settings().redis_url)
     _held(conn, user_id)
-    count = held.discard(conn, user_id)
+    count = held_removals.discard(conn, user_id)
     click.echo(f"discarded {count} held removal(s); the busy blocks stay")

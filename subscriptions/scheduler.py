@@ -15,7 +15,7 @@ Every tick the leader queues:
 - each minute, a full round of every mailbox with a refused item due again (core.refusals).
 
 The daily full reconciliation needs no task of its own: each mailbox's window moves once a
-day at its own time (workers.mailboxes.sync_window), and the next safety-net round after the
+day at its own time (workers.busy_time.sync_window), and the next safety-net round after the
 move is a full one.
 """
 
@@ -41,7 +41,7 @@ from workers.context import WorkerContext, install
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
-LEADER_KEY = store.scheduler_key("leader")
+LEADER_KEY = store.scheduler_leader_key()
 LEADER_TTL = 10
 SILENCE = "no change notification"
 
@@ -106,7 +106,7 @@ def _queue(ctx: WorkerContext, job: JobKind) -> None:
 
 
 def _every(ctx: WorkerContext, task: str, seconds: float, action: Callable[[], Any]) -> None:
-    key = store.scheduler_key("last", task)
+    key = store.scheduler_last_key(task)
     last = ctx.redis.get(key)
     now = time.time()
     if last is not None and now - float(last) < seconds:

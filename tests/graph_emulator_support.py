@@ -31,7 +31,9 @@ with warnings.catch_warnings():
         EventsRequestBuilder,
     )
 
-from core.graph import GraphEndpoint, app_credential, graph_client, tls_context
+from core.microsoft.endpoints import GraphEndpoint
+from core.microsoft.graph import graph_client, tls_context
+from core.microsoft.graph_access import app_credential
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
 
 T = TypeVar("T")

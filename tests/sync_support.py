@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.marks import MARK_PROPERTY_ID
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, System, wait_until
+from workers.marks import MARK_PROPERTY_ID
 
 API = "/api/v2/b2b"
 

@@ -21,9 +21,9 @@ import redis
 from rq import Queue
 
 from core import connection
-from core.aadsts import explain
 from core.connection import Status
 from core.job_kinds import JobKind
+from core.microsoft.aadsts import explain
 from core.secrets import SecretBox, generate_key
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
 from tests.test_admin_support import (

@@ -18,7 +18,7 @@ import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from rq import Queue
 
-from exsync.admin_users import add_user
+from core.admin_accounts import add_user
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, System, wait_until
 from tests.sync_support import mark_of
 

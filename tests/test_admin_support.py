@@ -13,11 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from core import connection, store
+from core import admin_accounts, connection, store
 from core.secrets import SecretBox, generate_key
 from core.settings import load_settings
 from core.staff_status import ROSTER_KEY
-from exsync import admin_users
 from webhooks.app import create_app
 
 ADMIN = "admin@bank.example"
@@ -37,8 +36,8 @@ def make_app(redis_url: str, **overrides: Any) -> Flask:
 
 
 def make_accounts(conn: redis.Redis) -> None:
-    admin_users.add_user(conn, ADMIN, PASSWORD, "admin")
-    admin_users.add_user(conn, STAFF, PASSWORD, "staff")
+    admin_accounts.add_user(conn, ADMIN, PASSWORD, "admin")
+    admin_accounts.add_user(conn, STAFF, PASSWORD, "staff")
 
 
 class Browser:

@@ -25,6 +25,7 @@ import pytest
 import redis
 from rq import Queue
 
+from core.job_kinds import JobKind
 from tests.harness import COCONUT_WEBHOOK_SECRET, System, wait_until
 from tests.sync_support import (
     CoconutAdmin,
@@ -331,7 +332,7 @@ def test_a_job_that_exhausts_its_retries_is_listed_with_its_reason_and_can_be_re
     wait_until(lambda: failed.count == 1, 60, what="the job in the failed registry")
 
     listing = cli(system, "failed", "list")
-    assert "appointment-1\tworkers.appointments.sync_appointment" in listing
+    assert f"appointment-1\t{JobKind.SYNC_APPOINTMENT.path}" in listing
     assert "500" in listing, listing
 
     with system.coconut_http() as http:

@@ -1,4 +1,4 @@
-"""core.coconut.CoconutClient against the Coconut emulator running as its own process."""
+"""core.coconut.client.CoconutClient against the Coconut emulator running as its own process."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.coconut import CoconutClient
-from core.coconut_models import AbsenceWrite, CoconutError, Conflict, Unavailable
+from core.coconut.client import CoconutClient
+from core.coconut.models import AbsenceWrite, CoconutError, Conflict, Unavailable
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, Process, free_port
 
 STAFF = 7  # enough staff and appointments (3 each) that limit=100 pages are not all we test
@@ -86,7 +86,7 @@ def test_lists_follow_links_next_across_pages(
     client: CoconutClient, control: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With 3 per page, every appointment still arrives once, in id order, via links.next."""
-    monkeypatch.setattr("core.coconut.PAGE_LIMIT", 3)
+    monkeypatch.setattr("core.coconut.client.PAGE_LIMIT", 3)
     before = state(control)["requests"]["by_route"].get("GET /api/v2/b2b/appointments", 0)
     got = [a.id for a in client.appointments()]
     expected = sorted(a["id"] for a in state(control)["appointments"])
@@ -250,7 +250,7 @@ def test_page_drift_repeats_a_row_and_the_client_keeps_going(
     Offset paging cannot promise more; the caller's reconciliation is idempotent and the next
     run picks up the missed row. The client's part is to keep following links.next.
     """
-    monkeypatch.setattr("core.coconut.PAGE_LIMIT", 3)
+    monkeypatch.setattr("core.coconut.client.PAGE_LIMIT", 3)
     control.post("/_emulator/faults/page_drift", json={"count": 1, "shift": 1}).raise_for_status()
     ids = [s.id for s in client.users()]
     everyone = sorted(u["id"] for u in state(control)["users"])

@@ -1,9 +1,9 @@
-"""core/coconut_openapi.yaml is the one written contract: the emulator serves exactly it, its
+"""core/coconut/openapi.yaml is the one written contract: the emulator serves exactly it, its
 examples are valid, and both the emulator's answers and the client's requests conform to it.
 
 The conformance test wraps the emulator's Flask app with a checker that validates every
 request body and every response body against the operation it matches, then drives every
-operation through core.coconut.CoconutClient and an admin's raw calls over real HTTP.
+operation through core.coconut.client.CoconutClient and an admin's raw calls over real HTTP.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from werkzeug.serving import make_server
 
-from core.coconut import CoconutClient
-from core.coconut_models import AbsenceWrite, Conflict
+from core.coconut.client import CoconutClient
+from core.coconut.models import AbsenceWrite, Conflict
 from emulators.coconut.app import API, create_app
 from emulators.coconut.seed import seed
 from emulators.coconut.store import Settings, Store
 
-SPEC_PATH = Path(__file__).parent.parent / "core" / "coconut_openapi.yaml"
+SPEC_PATH = Path(__file__).parent.parent / "core" / "coconut" / "openapi.yaml"
 METHODS = ("get", "post", "put", "patch", "delete")
 CLIENT_ID, CLIENT_SECRET = "contract-client", "contract-secret"
 OFF_CONTRACT = "X-Test-Off-Contract"  # a request sent wrong on purpose, to see the error answer

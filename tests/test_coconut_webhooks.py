@@ -40,7 +40,7 @@ from tests.harness import (
 from webhooks.app import create_app as create_service_app
 from webhooks.coconut_signature import SignatureError, sign, verify
 
-SPEC_PATH = Path(__file__).parent.parent / "core" / "coconut_openapi.yaml"
+SPEC_PATH = Path(__file__).parent.parent / "core" / "coconut" / "openapi.yaml"
 API = "/api/v2/b2b"
 
 

@@ -293,7 +293,7 @@ def test_an_initial_sync_stuck_on_a_refused_item_names_it_in_its_banner(
     connect(redis_conn)
     redis_conn.hset(progress.RUN_KEY, mapping={"state": "queued", "staff": "2"})
     redis_conn.sadd(
-        store.initial_sync_key("items", "2"), "initial_item:2-appointment-5", "mailbox:u-2"
+        store.initial_sync_items_key("2"), "initial_item:2-appointment-5", "mailbox:u-2"
     )
     redis_conn.set(store.dirty_key("mailbox", "u-2"), 1)  # its round has not completed
     reason = "Coconut answered 422: longer than 14 days"

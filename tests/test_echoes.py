@@ -1,11 +1,11 @@
-"""Which notifications name a state at all (core.echoes.announced): only a `created` or
+"""Which notifications name a state at all (webhooks.echoes.announced): only a `created` or
 `updated` with an event id and a weak etag; anything else is news, whatever we hold."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.echoes import announced
+from webhooks.echoes import announced
 
 DATA = {"id": "AAMk=", "@odata.etag": 'W/"DwAAABYAAAA"'}
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import store
+from core.admin_accounts import add_token
 from core.settings import load_settings
-from exsync.admin_users import add_token
 from tests.harness import COCONUT_WEBHOOK_SECRET, SECRET_KEY, TENANT
 from webhooks.app import create_app
 from webhooks.coconut_signature import sign

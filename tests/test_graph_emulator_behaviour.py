@@ -22,7 +22,7 @@ import msal
 import pytest
 import requests
 
-from core.graph import tls_context
+from core.microsoft.graph import tls_context
 from exsync.processes import wait_until
 from tests.graph_emulator_support import Emulator, Receiver, running
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT

@@ -21,7 +21,7 @@ import httpx
 import redis
 from rq import Queue
 
-from exsync.admin_users import add_token
+from core.admin_accounts import add_token
 from tests.harness import System, wait_until
 from tests.sync_support import CoconutAdmin, graph_fault, mark_of, marked_events, user_id, utc
 

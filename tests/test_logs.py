@@ -49,7 +49,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def test_json_lines_carry_the_bound_job_and_never_a_secret(capsys) -> None:  # type: ignore[no-untyped-def]
     logs.configure("INFO", "json")
     logs.redact("s3cret-value-never-logged")
-    with logs.bound(job_id="mailbox-u-1", job="workers.mailboxes.sync_mailbox"):
+    with logs.bound(job_id="mailbox-u-1", job=JobKind.SYNC_MAILBOX.path):
         log.info("probe.inside", extra={"mailbox": "u-1", "client_state": "cs-1", "event": "x"})
         log.warning("probe.leaky %s", "token=s3cret-value-never-logged")
     log.info("probe.outside")
@@ -57,7 +57,7 @@ def test_json_lines_carry_the_bound_job_and_never_a_secret(capsys) -> None:  # t
     inside, leaky, outside = json_lines(capsys.readouterr().err)
     assert inside["event"] == "probe.inside" and inside["level"] == "INFO"
     assert inside["event_"] == "x"  # an extra never replaces the event name
-    assert (inside["job_id"], inside["job"]) == ("mailbox-u-1", "workers.mailboxes.sync_mailbox")
+    assert (inside["job_id"], inside["job"]) == ("mailbox-u-1", JobKind.SYNC_MAILBOX.path)
     assert inside["mailbox"] == "u-1"
     assert inside["client_state"] == logs.REDACTED
     assert leaky["event"] == f"probe.leaky token={logs.REDACTED}"

@@ -19,7 +19,7 @@ import pytest
 import redis
 from rq import Queue
 
-from exsync.admin_users import add_token
+from core.admin_accounts import add_token
 from tests.harness import TENANT, System, wait_until
 from tests.sync_support import Outlook, at, busy_blocks, wait_blocks
 
@@ -249,7 +249,7 @@ def test_a_notification_of_a_state_we_already_hold_starts_no_round(
     system: System, redis_conn: redis.Redis
 ) -> None:
     """Outlook's `updated` after `created`, or the echo of an event we wrote, names a changeKey
-    we already hold (core.echoes): it is heard, and costs no delta round. A new changeKey, or
+    we already hold (webhooks.echoes): it is heard, and costs no delta round. A new changeKey, or
     a deletion, is news."""
     uid = mailbox_id(system, USER1)
     sub_id, client_state = our_subscription(redis_conn, uid)

@@ -7,7 +7,7 @@ import json
 from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from msgraph.generated.models.event import Event
 
-from core import msgraph_speedup
+from core.microsoft import msgraph_speedup
 
 EVENT = {
     "@odata.type": "#microsoft.graph.event",

@@ -26,9 +26,9 @@ import yaml
 from openapi_spec_validator import validate
 
 from core import store
+from core.admin_accounts import add_token
 from core.settings import load_settings
 from core.staff_status import ROSTER_KEY
-from exsync.admin_users import add_token
 from tests.harness import System
 from webhooks.app import create_app
 from webhooks.coconut_signature import sign

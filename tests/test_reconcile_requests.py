@@ -4,7 +4,7 @@ Receivers and admin pages never call Graph or Coconut: asking is a mark on the m
 two coalesced jobs (core.reconcile). Saving a setting that changes what the sync makes asks for
 every mailbox; signing in somewhere else forgets every cursor. The comparison of Coconut's
 blocks with our records (workers.held_blocks), the refusal backoff (core.refusals) and the
-daily window's spread (workers.mailboxes.sync_window) are checked without any I/O but Redis.
+daily window's spread (workers.busy_time.sync_window) are checked without any I/O but Redis.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import redis
 from rq import Queue
 
 from core import connection, reconcile, refusals, store
-from core.coconut_models import Absence, AbsenceWrite
+from core.coconut.models import Absence, AbsenceWrite
 from core.secrets import SecretBox, generate_key
+from core.sync_records import Block
 from tests.test_admin_support import (
     Browser,
     a_staff_member,
@@ -28,7 +29,7 @@ from tests.test_admin_support import (
     valid_settings,
 )
 from workers.busy_time import sync_window
-from workers.held_blocks import Block, compare, digest, held_digest
+from workers.held_blocks import compare, digest, held_digest
 
 
 def connected_admin(redis_url: str, conn: redis.Redis) -> Browser:

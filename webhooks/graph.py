@@ -21,16 +21,20 @@ import json
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, make_response, request
 
-from core import echoes, jobs, store
+from core import jobs, store
 from core.job_kinds import JobKind
 from core.metrics import NOTIFICATIONS
+from webhooks import echoes
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 bp = Blueprint("graph_webhooks", __name__)
 
 LIFECYCLE_JOBS = {
@@ -61,24 +65,8 @@ def _refusal(refused: list[InvalidItem]) -> tuple[Response, int]:
 
 @bp.post("/webhooks/graph")
 def notifications() -> tuple[Response, int] | Response:
-    handshake = _handshake()
-    if handshake is not None:
-        return handshake
-    services = current_app.extensions["exsync"]
-    items = _items()
-    if isinstance(items, tuple):
-        return items
-    verified: list[tuple[str, tuple[str, str] | None]] = []
-    refused: list[InvalidItem] = []
-    for item in items:
-        try:
-            verified.append((_verified_mailbox(services, item), echoes.announced(item)))
-        except InvalidItem as exc:
-            refused.append(exc)
-            NOTIFICATIONS.labels(source="graph", outcome=str(exc)).inc()
-            log.info("graph.item_refused", extra={"reason": str(exc)})
-    if not verified:
-        return _refusal(refused)
+    got = _receive(_verified_notification, refused_as="graph.item_refused", counted=True)
+    services, verified = got.services, got.verified
     mailboxes = _news(services.redis, verified)
     # Graph batches several changes per POST; one job per mailbox covers them all, and the
     # flag counts them (the job waits out a burst: core.jobs.run_coalesced).
@@ -89,42 +77,72 @@ def notifications() -> tuple[Response, int] | Response:
     if echoed := len(verified) - news:
         NOTIFICATIONS.labels(source="graph", outcome="echo").inc(echoed)
     # DEBUG: one line per POST at thousands a second would drown the log (the access log has them).
-    log.debug("graph.notifications", extra={"items": len(items), "mailboxes": len(mailboxes)})
+    log.debug("graph.notifications", extra={"items": got.items, "mailboxes": len(mailboxes)})
     return jsonify(status="accepted", mailboxes=len(mailboxes)), 202
 
 
 @bp.post("/webhooks/graph/lifecycle")
 def lifecycle() -> tuple[Response, int] | Response:
-    handshake = _handshake()
-    if handshake is not None:
-        return handshake
-    services = current_app.extensions["exsync"]
-    items = _items()
-    if isinstance(items, tuple):
-        return items
-    verified: list[tuple[str, str, str]] = []
-    refused: list[InvalidItem] = []
-    for item in items:
-        try:
-            event = item.get("lifecycleEvent")
-            if not isinstance(event, str) or event not in LIFECYCLE_JOBS:
-                raise InvalidItem("unknown lifecycleEvent", malformed=True)
-            mailbox = _verified_mailbox(services, item)
-            verified.append((event, item["subscriptionId"], mailbox))
-        except InvalidItem as exc:
-            refused.append(exc)
-            log.info("graph.lifecycle_refused", extra={"reason": str(exc)})
-    if not verified:
-        return _refusal(refused)
+    got = _receive(_verified_lifecycle, refused_as="graph.lifecycle_refused", counted=False)
     queued = 0
-    for event, subscription_id, mailbox in verified:
+    for event, subscription_id, mailbox in got.verified:
         func = LIFECYCLE_JOBS[event]
         if func is not None:
-            jobs.ensure_queued(services.queue, func, subscription_id)
-        jobs.ensure_queued(services.queue, JobKind.SYNC_MAILBOX, mailbox)
+            jobs.ensure_queued(got.services.queue, func, subscription_id)
+        jobs.ensure_queued(got.services.queue, JobKind.SYNC_MAILBOX, mailbox)
         log.info("graph.lifecycle", extra={"lifecycle_event": event, "mailbox": mailbox})
         queued += 1
     return jsonify(status="accepted", queued=queued), 202
+
+
+@dataclass(frozen=True)
+class Received(Generic[T]):
+    services: Any
+    items: int  # how many the batch held
+    verified: list[T]
+
+
+def _receive(
+    verify: Callable[[Any, dict[str, Any]], T], *, refused_as: str, counted: bool
+) -> Received[T]:
+    """The batch's verified items; else the request ends with the validation handshake, or a
+    4xx for a body we cannot read or a batch with no item of ours (each refused item's reason
+    logged, and with `counted` in the notifications metric)."""
+    handshake = _handshake()
+    if handshake is not None:
+        abort(handshake)
+    items = _items()
+    if isinstance(items, tuple):
+        abort(make_response(*items))
+    services = current_app.extensions["exsync"]
+    verified: list[T] = []
+    refused: list[InvalidItem] = []
+    for item in items:
+        try:
+            verified.append(verify(services, item))
+        except InvalidItem as exc:
+            refused.append(exc)
+            if counted:
+                NOTIFICATIONS.labels(source="graph", outcome=str(exc)).inc()
+            log.info(refused_as, extra={"reason": str(exc)})
+    if not verified:
+        abort(make_response(*_refusal(refused)))
+    return Received(services, len(items), verified)
+
+
+def _verified_notification(
+    services: Any, item: dict[str, Any]
+) -> tuple[str, tuple[str, str] | None]:
+    """The mailbox it concerns, and the (event id, changeKey) it announces, if any."""
+    return _verified_mailbox(services, item), echoes.announced(item)
+
+
+def _verified_lifecycle(services: Any, item: dict[str, Any]) -> tuple[str, str, str]:
+    event = item.get("lifecycleEvent")
+    if not isinstance(event, str) or event not in LIFECYCLE_JOBS:
+        raise InvalidItem("unknown lifecycleEvent", malformed=True)
+    mailbox = _verified_mailbox(services, item)  # the subscription id checked first
+    return event, item["subscriptionId"], mailbox
 
 
 def _news(conn: redis.Redis, verified: list[tuple[str, tuple[str, str] | None]]) -> Counter[str]:

@@ -21,7 +21,8 @@ from typing import Any
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from core import connection, graph_access
+from core import connection
+from core.microsoft import graph_access
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tzlocal.windows_tz import win_tz
 
-from core.coconut_models import AbsenceWrite
+from core.coconut.models import AbsenceWrite
 
 BLOCKING = frozenset({"busy", "oof", "tentative"})
 BUSY_TITLE = "Busy"  # Coconut's own label

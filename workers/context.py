@@ -18,12 +18,13 @@ import redis
 from msgraph import GraphServiceClient
 from rq import Queue
 
-from core import audit, connection, graph_access, logs, store
-from core.coconut import CoconutClient
-from core.coconut_models import Staff
-from core.graph import graph_client
+from core import audit, connection, logs, store
+from core.coconut.client import CoconutClient
+from core.coconut.models import Staff
+from core.microsoft import graph_access
+from core.microsoft.graph import graph_client
+from core.microsoft.throttle import MailboxGate
 from core.settings import Settings, load_settings
-from core.throttle import MailboxGate
 
 T = TypeVar("T")
 ACCESS_CHECK_SECONDS = 5
@@ -69,7 +70,7 @@ class WorkerContext:
         return self._graph
 
     def _build_graph(self) -> GraphServiceClient:
-        """The client for the credential core.graph_access picks, the one /readyz checks."""
+        """The client for the credential core.microsoft.graph_access picks (as /readyz does)."""
         access = graph_access.current(self.settings, self.redis)
         logs.redact(access.secret)
         return graph_client(access.endpoint, access.credential)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from core import jobs, store
-from core.coconut_models import Staff
+from core.coconut.models import Staff
 from core.job_kinds import JobKind
 from core.staff_status import ENABLED_KEY, NOT_ENABLED, ROSTER_KEY
 from workers.context import WorkerContext
@@ -81,6 +81,23 @@ def enabled(ctx: WorkerContext, staff_id: str) -> bool:
         return True
     ctx.redis.hset(store.staff_key(staff_id), "warning", NOT_ENABLED)
     return False
+
+
+def mailbox_of(ctx: WorkerContext, staff: Staff | None) -> str | None:
+    """The staff member's mailbox when the sync covers them; else a warning says why not."""
+    if staff is None:
+        return None
+    if not (staff.takes_appointments and staff.active):
+        ctx.redis.hset(
+            store.staff_key(str(staff.id)),
+            "warning",
+            "no longer takes appointments in Coconut: their Outlook projections were removed",
+        )
+        return None
+    if not enabled(ctx, str(staff.id)):
+        return None
+    mailbox = mailbox_for(ctx, str(staff.id), staff.email)
+    return mailbox.user_id if mailbox is not None else None
 
 
 def staff_for(ctx: WorkerContext, user_id: str) -> str | None:

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from core import audit, connection, reconcile, store
-from core.marks import ProjectionIndex
+from core.job_kinds import JobKind
 from subscriptions import manager
-from workers.appointments import remove_projection
+from workers import busy_blocks, item_sync
 from workers.context import context
-from workers.mailboxes import remove_block
+from workers.projection_index import ProjectionIndex
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
     """`what`: "subscriptions" (ours only) or "everything" (our events and blocks as well)."""
     ctx = context()
-    ctx.redis.delete(store.dirty_key("disconnect", what))  # not coalesced: nothing else clears it
+    # Not coalesced: nothing else clears its flag.
+    ctx.redis.delete(store.dirty_key(JobKind.DISCONNECT.kind, what))
     removed = {"subscriptions": 0, "events": 0, "blocks": 0}
     for record in manager.all_local(ctx):
         try:
@@ -43,11 +44,11 @@ def run_disconnect(what: str = "subscriptions") -> dict[str, int]:
         index = ProjectionIndex(ctx.redis)
         for mailbox in _mailboxes_with(ctx, store.projected_key):
             for projection in index.in_mailbox(mailbox):
-                remove_projection(ctx, index, projection)
+                item_sync.remove(ctx, projection)
                 removed["events"] += 1
         for mailbox in _mailboxes_with(ctx, store.block_key):
             for event_id in ctx.redis.hkeys(store.block_key(mailbox)):
-                remove_block(ctx, mailbox, event_id.decode())
+                busy_blocks.remove(ctx, mailbox, event_id.decode())
                 removed["blocks"] += 1
     # Cursors die with what they describe: the next Authorize reads every mailbox whole and
     # compares it with Coconut, so the blocks removed here come back.

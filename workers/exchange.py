@@ -1,8 +1,8 @@
 """Writing our projection events into one mailbox through msgraph-sdk, within Exchange's limits.
 
-Every call goes through the mailbox gate (core.throttle): shared `Retry-After` waits and at
-most four requests in flight per mailbox across all workers. Events are created in the primary
-calendar with our mark and a deterministic `transactionId`, so a retried create returns the
+Every call goes through the mailbox gate (core.microsoft.throttle): shared `Retry-After` waits
+and at most four requests in flight per mailbox across all workers. Events are created in the
+primary calendar with our mark and a deterministic `transactionId`, so a retried create returns the
 first event instead of a second one.
 
 Many writes to one mailbox go in `$batch` calls of up to 20 (`send_batch`), built with the
@@ -43,9 +43,9 @@ from msgraph.generated.users.item.events.item.event_item_request_builder import 
 from msgraph_core.requests.batch_request_content import BatchRequestContent
 from msgraph_core.requests.batch_request_item import BatchRequestItem
 
-from core.marks import MARK_PROPERTY_ID, parse_mark
-from core.throttle import TRANSIENT_STATUSES, RetryPolicy, retry_after_header
+from core.microsoft.throttle import TRANSIENT_STATUSES, RetryPolicy, retry_after_header
 from workers.context import WorkerContext
+from workers.marks import MARK_PROPERTY_ID, parse_mark
 from workers.projection import EventDraft
 
 log = logging.getLogger(__name__)

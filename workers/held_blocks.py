@@ -1,6 +1,6 @@
 """What Coconut holds for a mailbox's busy blocks, compared with what we recorded writing.
 
-Pure rules, no I/O. A full reconciliation (workers.mailboxes) lists every external absence
+Pure rules, no I/O. A full reconciliation (workers.mailbox_sync) lists every external absence
 Coconut holds for the staff member and trusts that listing over Redis: Coconut's external id
 (the Exchange event id) says which event a block stands for, so a lost or stale Redis never
 makes a second block. Comparing the listing with our records tells what someone changed in
@@ -20,28 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from core.coconut_models import Absence, AbsenceWrite
-
-
-@dataclass(frozen=True)
-class Block:
-    """What we wrote to Coconut for one Exchange instance."""
-
-    absence_id: int  # 0 while its create is pending
-    series: str  # the series master's id for an occurrence or exception, else ""
-    digest: str  # of the AbsenceWrite we last sent
-    version: str = ""  # the instance's changeKey it was made from (core.echoes)
-
-    @property
-    def pending(self) -> bool:
-        return not self.absence_id
+from core.coconut.models import Absence, AbsenceWrite
+from core.sync_records import Block
 
 
-@dataclass(frozen=True)
-class Changed:
+class Changed(NamedTuple):
     """One of our blocks someone changed in Coconut: `what` is "changed" or "deleted"."""
 
     event_id: str
@@ -49,8 +35,7 @@ class Changed:
     title: str
 
 
-@dataclass(frozen=True)
-class Comparison:
+class Comparison(NamedTuple):
     known: dict[str, Block]  # event id -> the block Coconut holds for it
     changed: list[Changed]
 

@@ -1,7 +1,7 @@
 """The initial sync after Authorize: everything that already exists is created on the other side.
 
 For every Coconut staff member who takes appointments and has a mailbox, it subscribes to the
-mailbox (app-only mode) and queues one `project_staff` job (workers.bulk_projection): the
+mailbox (app-only mode) and queues one `project_staff` job (workers.staff_projection): the
 staff member's upcoming appointments and Coconut absences go into Outlook in `$batch` calls,
 after one listing of what the mailbox already holds, instead of a job and a look-up per item.
 Then it queues each mailbox's delta round into Coconut busy time. The delta rounds are queued
@@ -28,7 +28,8 @@ from core import jobs, reconcile, store
 from core.job_kinds import JobKind
 from core.progress import RUN_KEY
 from subscriptions import manager
-from workers import bulk_projection, directory
+from workers import directory, staff_projection
+from workers.coconut_items import items_of
 from workers.context import context
 
 log = logging.getLogger(__name__)
@@ -53,22 +54,22 @@ def _queue_everything(connection_name: str) -> int:
     ctx.redis.hset(RUN_KEY, "staff", ",".join(str(staff.id) for staff, _ in covered))
     for staff, mailbox in covered:
         staff_id = str(staff.id)
-        if ctx.redis.hget(store.initial_sync_key("user", staff_id), "listed"):
+        if ctx.redis.hget(store.initial_sync_staff_key(staff_id), "listed"):
             continue  # a resumed run: this staff member's items are queued already
         if ctx.impersonation:
             manager.ensure(ctx, mailbox.user_id)  # real-time from now on; delegated mode polls
         members = [
-            bulk_projection.progress_member(staff_id, item.kind, item.item_id)
-            for item in bulk_projection.items_of(ctx, staff)
+            staff_projection.progress_member(staff_id, item.kind, item.item_id)
+            for item in items_of(ctx, staff)
         ]
         pipe = ctx.redis.pipeline()
         for member in members:
             pipe.incr(store.dirty_key(*member.split(":", 1)))
         pipe.incr(store.dirty_key("mailbox", mailbox.user_id))  # pending until its round ran
-        pipe.delete(store.initial_sync_key("items", staff_id))
-        pipe.sadd(store.initial_sync_key("items", staff_id), f"mailbox:{mailbox.user_id}", *members)
+        pipe.delete(store.initial_sync_items_key(staff_id))
+        pipe.sadd(store.initial_sync_items_key(staff_id), f"mailbox:{mailbox.user_id}", *members)
         pipe.hset(
-            store.initial_sync_key("user", staff_id),
+            store.initial_sync_staff_key(staff_id),
             mapping={"listed": 1, "address": mailbox.address, "mailbox": mailbox.user_id},
         )
         pipe.execute()
@@ -90,12 +91,12 @@ def _start_or_resume(conn: redis.Redis) -> None:
     if (conn.hget(RUN_KEY, "run_id") or b"").decode() != run_id:
         for staff_id in filter(None, (conn.hget(RUN_KEY, "staff") or b"").decode().split(",")):
             # The old run's item markers go with it (its mailbox entries are real dirty flags).
-            members = [m.decode() for m in conn.smembers(store.initial_sync_key("items", staff_id))]
+            members = [m.decode() for m in conn.smembers(store.initial_sync_items_key(staff_id))]
             stale = [store.dirty_key(*m.split(":", 1)) for m in members
-                     if m.startswith(f"{bulk_projection.PROGRESS_KIND}:")]  # fmt: skip
+                     if m.startswith(f"{staff_projection.PROGRESS_KIND}:")]  # fmt: skip
             conn.delete(
-                store.initial_sync_key("user", staff_id),
-                store.initial_sync_key("items", staff_id),
+                store.initial_sync_staff_key(staff_id),
+                store.initial_sync_items_key(staff_id),
                 *stale,
             )
         conn.delete(RUN_KEY)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, StrictUndefined, Template
 
-from core.coconut_models import Absence, Appointment, Location
+from core.coconut.models import Absence, Appointment, Location
 
 # Statuses whose event stays in the calendar: a completed or missed appointment still happened
 # at that time. A cancelled one is removed (Coconut tells the customer; Outlook should not).

@@ -28,12 +28,12 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from core.coconut import CoconutClient
-from core.coconut_models import Absence, Appointment, Staff
-from core.marks import MARK_PROPERTY_ID, parse_mark
+from core.coconut.client import CoconutClient
+from core.coconut.models import Absence, Appointment, Staff
 from tests.chaos.world import FUTURE_DAYS, PAST_DAYS, POSITIVE_SIGNALS, TAMPERED, World
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET
 from workers import busy_time
+from workers.marks import MARK_PROPERTY_ID, parse_mark
 from workers.projection import Templates, absence_event, appointment_event, is_live
 
 DEPLOYMENT = "exsync"

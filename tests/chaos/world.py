@@ -27,7 +27,6 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from core import connection, jobs, store
 from core.job_kinds import JobKind
-from core.marks import MARK_PROPERTY_ID
 from core.secrets import SecretBox
 from tests.chaos.schedule import Step
 from tests.chaos.system import ChaosSystem
@@ -41,6 +40,7 @@ from tests.harness import (
     wait_until,
 )
 from workers import busy_time
+from workers.marks import MARK_PROPERTY_ID
 
 log = logging.getLogger(__name__)
 
@@ -613,7 +613,7 @@ class World:
             self._configure_and_authorize(conn)
         began = time.time()
         connection.mark_disconnecting(conn)
-        conn.delete(store.key("disconnect"))
+        conn.delete(store.disconnect_key())
         what = "everything" if remove else "subscriptions"
         jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.DISCONNECT, what)
         # As an admin waits for the page to say Disconnected (behind whatever the queue holds),
@@ -621,7 +621,7 @@ class World:
         queue = Queue("exsync", connection=conn)
 
         def done() -> bool:
-            if conn.hget(store.key("disconnect"), "done"):
+            if conn.hget(store.disconnect_key(), "done"):
                 return True
             if conn.hget(f"rq:job:disconnect-{what}", "status") == b"failed":
                 jobs.ensure_queued(queue, JobKind.DISCONNECT, what)

@@ -20,7 +20,7 @@ import time
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from core import holds, jobs, store
+from core import held_removals, jobs, store
 from core.job_kinds import JobKind
 from core.staff_status import ROSTER_KEY
 from webhooks.admin.auth import require_admin
@@ -104,7 +104,7 @@ def delete_subscription(subscription_id: str) -> tuple[Response, int] | BaseResp
 def list_holds() -> Response:
     conn = _services().redis
     out = []
-    for user_id, count in sorted(holds.held(conn).items()):
+    for user_id, count in sorted(held_removals.held(conn).items()):
         address = conn.hget(store.mailbox_key(user_id), "address") or b""
         out.append({"mailbox": user_id, "address": address.decode(), "held_removals": count})
     return jsonify(holds=out)
@@ -119,7 +119,7 @@ def decide_hold(user_id: str, action: str) -> tuple[Response, int] | BaseRespons
     if not conn.exists(store.held_key(user_id)):
         return jsonify(error="Not Found", reason="no removals are held for that mailbox"), 404
     if action == "discard":
-        count = holds.discard(conn, user_id)
+        count = held_removals.discard(conn, user_id)
         return _answer({"status": "discarded", "kept_blocks": count,
                         "message": f"{count} held removal(s) discarded."})  # fmt: skip
     job = jobs.ensure_queued(_services().queue, JobKind.RELEASE_HOLDS, user_id)

@@ -33,8 +33,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from core import store
-from exsync import admin_users
+from core import admin_accounts, store
 from webhooks.admin import pages
 
 log = logging.getLogger(__name__)
@@ -56,11 +55,11 @@ WHY = {
 
 
 def _session_key(sid: str) -> str:
-    return store.admin_key("session", sid)
+    return store.admin_session_key(sid)
 
 
 def _failures_key(email: str) -> str:
-    return store.admin_key("signin-failures", email)
+    return store.admin_failures_key(email)
 
 
 def bearer_token() -> str | None:
@@ -86,7 +85,7 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | 
         conn = current_app.extensions["exsync"].redis
         token = bearer_token()
         if token is not None:
-            name = admin_users.token_name(conn, token)
+            name = admin_accounts.token_name(conn, token)
             if name is None:
                 log.info("admin.token_refused", extra={"path": request.path})
                 answer = pages.refusal(401, "Unauthorized", "the token is unknown or revoked")
@@ -101,7 +100,7 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | 
                 "sessions and secrets. Set it and restart.",
             )
         email = signed_in_email()
-        role = admin_users.user_role(conn, email) if email else None
+        role = admin_accounts.user_role(conn, email) if email else None
         if email is None or role is None:  # no session, or its account was removed
             why = "expired" if "sid" in session else "signed-out"
             session.clear()
@@ -154,7 +153,7 @@ def sign_in() -> tuple[object, int] | BaseResponse:
         return render_template(
             "admin/sign_in.html", next=next_url, why="", error=error, email=email
         ), 429
-    if not admin_users.check_password(conn, email, password):
+    if not admin_accounts.check_password(conn, email, password):
         pipe = conn.pipeline()
         pipe.incr(_failures_key(email))
         pipe.expire(_failures_key(email), FAILURE_WINDOW)

@@ -6,7 +6,7 @@ bound to the admin session that started it (a callback arriving in another brows
 configured service account: Coconut's setup article warns that a browser still signed in to
 Microsoft authorizes the wrong account without asking.
 
-    SignInFailed    Microsoft (or MSAL) refused; carries a core.aadsts.Explanation
+    SignInFailed    Microsoft (or MSAL) refused; carries a core.microsoft.aadsts.Explanation
     WrongAccount    the sign-in worked, as somebody else
     FlowExpired     no flow for this state, or it belongs to another session
 """
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import msal
 import redis
 
-from core import connection, entra, store
-from core.aadsts import Explanation, explain
+from core import connection, store
 from core.connection import Connection
+from core.microsoft import entra
+from core.microsoft.aadsts import Explanation, explain
 from core.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Authorized:
 
 
 def _flow_key(state: str) -> str:
-    return store.admin_key("authflow", state)
+    return store.admin_authflow_key(state)
 
 
 def msal_app(

@@ -116,14 +116,10 @@ def start_authorize() -> tuple[object, int] | BaseResponse:
             "Save the configuration first",
             "Fill in and save the Configuration tab, then click Authorize.",
         )
+    ca_file = services.settings.graph_ca_file
     try:
         url = authorize.start(
-            services.redis,
-            _box(),
-            stored,
-            services.settings.graph_ca_file,
-            callback_url(),
-            session["sid"],
+            services.redis, _box(), stored, ca_file, callback_url(), session["sid"]
         )
     except authorize.SignInFailed as exc:
         return _sign_in_failed(exc, stored)
@@ -136,15 +132,9 @@ def callback() -> tuple[object, int] | BaseResponse:
     services = _services()
     stored = connection.load(services.redis)
     response = {key: request.args[key] for key in request.args}
+    sid, ca_file = session.get("sid", ""), services.settings.graph_ca_file
     try:
-        done = authorize.finish(
-            services.redis,
-            _box(),
-            stored,
-            services.settings.graph_ca_file,
-            response,
-            session.get("sid", ""),
-        )
+        done = authorize.finish(services.redis, _box(), stored, ca_file, response, sid)
     except authorize.FlowExpired as exc:
         log.info("exchange.callback_refused", extra={"reason": str(exc)})
         return pages.refusal(

@@ -92,12 +92,13 @@ class DaysField(IntegerField):
             self.data = None
 
 
+def _required_text(label: str, missing: str, *checks: Any, clean: Any = _strip) -> StringField:
+    """A text field that must be filled in (`missing` says so), cleaned, then checked."""
+    return StringField(label, filters=[clean], validators=[InputRequired(missing), *checks])
+
+
 class ConfigurationForm(Form):
-    tenant_id = StringField(
-        "Tenant ID",
-        filters=[_strip],
-        validators=[InputRequired("Enter your organisation's Tenant ID."), _tenant],
-    )
+    tenant_id = _required_text("Tenant ID", "Enter your organisation's Tenant ID.", _tenant)
     cloud = SelectField(
         "Microsoft cloud",
         choices=[SelectChoice(name, cloud.label) for name, cloud in CLOUDS.items()],
@@ -109,27 +110,20 @@ class ConfigurationForm(Form):
     )
     shown_cloud = HiddenField()
     confirm_endpoints = BooleanField("These endpoints are right for my organisation")
-    display_name = StringField(
+    display_name = _required_text(
         "Display Name",
-        filters=[_strip],
-        validators=[
-            InputRequired("Enter a Display Name (it titles the mailbox column on User Accounts)."),
-            Length(max=40, message="Keep the Display Name to 40 characters or fewer."),
-            _printable,
-        ],
+        "Enter a Display Name (it titles the mailbox column on User Accounts).",
+        Length(max=40, message="Keep the Display Name to 40 characters or fewer."),
+        _printable,
     )
-    client_id = StringField(
-        "Application (client) ID",
-        filters=[_strip],
-        validators=[InputRequired("Enter the Application (client) ID of the Entra app.")],
+    client_id = _required_text(
+        "Application (client) ID", "Enter the Application (client) ID of the Entra app."
     )
     client_secret = PasswordField("Client secret")
     impersonation = BooleanField("Configure Service Account for Impersonation")
     show_event_titles = BooleanField("Display Microsoft Exchange event title")
-    service_account = StringField(
-        "Service account",
-        filters=[_lower],
-        validators=[InputRequired("Enter the service account's email address."), _email],
+    service_account = _required_text(
+        "Service account", "Enter the service account's email address.", _email, clean=_lower
     )
     sync_past_days = DaysField(
         "Days back",

@@ -23,7 +23,7 @@ APP_ONLY_SCOPES = ["User.Read"]
 
 def scopes(config: Connection, *, delegated: bool | None = None) -> list[str]:
     """The scopes to ask for: the cloud's Graph resource (the emulator answers for
-    graph.microsoft.com's, as core.graph assumes) with the access mode's permissions."""
+    graph.microsoft.com's, as core.microsoft.graph assumes) with the access mode's permissions."""
     endpoint = config.endpoint()
     resource = (
         endpoint.scope.removesuffix(".default")

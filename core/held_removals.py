@@ -1,10 +1,10 @@
-"""Busy-block removals held for an admin's review (workers.holds decides when to hold).
+"""Busy-block removals held for an admin's review (workers.mass_delete_guard decides when to hold).
 
     exsync:held:{user_id}    set of Exchange event ids whose blocks wait to be removed;
                              the mailbox hash's `held_removals` says how many
 
 Reading and discarding need only Redis, so the admin API and CLI use this module; releasing
-removes blocks in Coconut and is a job (workers.holds.release_holds).
+removes blocks in Coconut and is a job (workers.held_release.release_holds).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Exchange throttles per app and mailbox (4 concurrent requests, 10,000 per 10 minutes). When
 Graph answers 429 or 503 with `Retry-After`, every worker writing to that mailbox must wait, not
 only the one that was told, so the wait is kept in Redis. The SDK's own retry handler is off
-(core.graph) because it waits alone and ignores fractional `Retry-After` values.
+(core.microsoft.graph) because it waits alone and ignores fractional `Retry-After` values.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Coconut's records and refusals as the service reads them: plain data, no I/O.
 
 The pure rules (workers.projection, workers.busy_time, workers.held_blocks) take these, so they
-live apart from the HTTP client (core.coconut), which builds them from Coconut's JSON:API
+live apart from the HTTP client (core.coconut.client), which builds them from Coconut's JSON:API
 documents and raises the errors.
 
 Errors::
@@ -121,14 +121,21 @@ class Appointment:
 
 
 @dataclass(frozen=True)
-class Absence:
-    id: int
+class AbsenceTimes:
+    """When and for whom an absence blocks time, and what it shows: what Coconut holds and
+    what we write alike."""
+
     user_id: int
     start: datetime
     end: datetime
     all_day: bool
     timezone: str
     title: str
+
+
+@dataclass(frozen=True)
+class Absence(AbsenceTimes):
+    id: int
     notes: str | None
     source: str  # coconut | external
     external_provider: str | None
@@ -139,15 +146,9 @@ class Absence:
 
 
 @dataclass(frozen=True)
-class AbsenceWrite:
+class AbsenceWrite(AbsenceTimes):
     """What we write for one Exchange event; times must be timezone-aware."""
 
-    user_id: int
-    start: datetime
-    end: datetime
-    all_day: bool
-    timezone: str
-    title: str
     notes: str | None = None
     external_id: str | None = None
     external_version: str | None = None

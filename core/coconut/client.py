@@ -1,4 +1,4 @@
-"""The service's client for Coconut's admin ("B2B") API, as written down in coconut_openapi.yaml.
+"""The service's client for Coconut's admin ("B2B") API, as written down in coconut/openapi.yaml.
 
 Synchronous on purpose: it runs inside RQ jobs, one call after another. What it takes care of:
 
@@ -10,7 +10,7 @@ Synchronous on purpose: it runs inside RQ jobs, one call after another. What it 
 - Lists follow `links.next` verbatim with `limit=100`; page numbers are never built here,
   because the server may insert or delete rows between pages.
 
-It builds the records of core.coconut_models and raises its errors (the table is there).
+It builds the records of core.coconut.models and raises its errors (the table is there).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from core.coconut_models import (
+from core.coconut.models import (
     Absence,
     AbsenceWrite,
     Appointment,

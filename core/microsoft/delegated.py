@@ -19,7 +19,8 @@ import redis
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from core import connection, entra, store
+from core import connection, store
+from core.microsoft import entra
 from core.secrets import SecretBox
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ def add_user(conn: redis.Redis, email: str, password: str, role: str = "admin") 
     if len(password) < MIN_PASSWORD:
         raise AdminUserError(f"the password must have at least {MIN_PASSWORD} characters")
     conn.hset(
-        store.admin_key("user", email),
+        store.admin_user_key(email),
         mapping={
             "password": generate_password_hash(password, method="scrypt"),
             "role": role,
@@ -59,12 +59,12 @@ def add_user(conn: redis.Redis, email: str, password: str, role: str = "admin") 
 
 
 def remove_user(conn: redis.Redis, email: str) -> bool:
-    return bool(conn.delete(store.admin_key("user", normalise_email(email))))
+    return bool(conn.delete(store.admin_user_key(normalise_email(email))))
 
 
 def user_role(conn: redis.Redis, email: str) -> str | None:
     """The account's role, or None when it no longer exists."""
-    role = conn.hget(store.admin_key("user", email), "role")
+    role = conn.hget(store.admin_user_key(email), "role")
     return role.decode() if role else None
 
 
@@ -73,7 +73,7 @@ def check_password(conn: redis.Redis, email: str, password: str) -> bool:
         email = normalise_email(email)
     except AdminUserError:
         return False
-    stored = conn.hget(store.admin_key("user", email), "password")
+    stored = conn.hget(store.admin_user_key(email), "password")
     if stored is None:
         check_password_hash(_DUMMY_HASH, password)
         return False
@@ -88,25 +88,23 @@ def add_token(conn: redis.Redis, name: str) -> str:
     """A new API token for scripts; shown once, stored only as its SHA-256."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise AdminUserError(f"token names use letters, digits, '.', '_' and '-', got {name!r}")
-    if conn.hexists(store.admin_key("tokens"), name):
+    if conn.hexists(store.admin_tokens_key(), name):
         raise AdminUserError(f"a token named {name!r} exists; revoke it first")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     digest = _digest(token)
     pipe = conn.pipeline()
-    pipe.hset(
-        store.admin_key("token", digest), mapping={"name": name, "created_at": int(time.time())}
-    )
-    pipe.hset(store.admin_key("tokens"), name, digest)
+    pipe.hset(store.admin_token_key(digest), mapping={"name": name, "created_at": int(time.time())})
+    pipe.hset(store.admin_tokens_key(), name, digest)
     pipe.execute()
     return token
 
 
 def revoke_token(conn: redis.Redis, name: str) -> bool:
-    digest = conn.hget(store.admin_key("tokens"), name)
+    digest = conn.hget(store.admin_tokens_key(), name)
     if digest is None:
         return False
-    conn.delete(store.admin_key("token", digest.decode()))
-    conn.hdel(store.admin_key("tokens"), name)
+    conn.delete(store.admin_token_key(digest.decode()))
+    conn.hdel(store.admin_tokens_key(), name)
     return True
 
 
@@ -115,9 +113,9 @@ def token_name(conn: redis.Redis, token: str) -> str | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
     digest = _digest(token)
-    name = conn.hget(store.admin_key("token", digest), "name")
+    name = conn.hget(store.admin_token_key(digest), "name")
     # The lookup is by digest; compare again in constant time so equality is never `==`.
-    stored = conn.hget(store.admin_key("tokens"), name.decode()) if name else None
+    stored = conn.hget(store.admin_tokens_key(), name.decode()) if name else None
     if name is None or stored is None or not hmac.compare_digest(stored.decode(), digest):
         return None
     return name.decode()

@@ -20,11 +20,12 @@ from typing import Any
 import redis
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.identity import ClientSecretCredential
 
 from core import connection
-from core.aadsts import explain
-from core.delegated import DelegatedCredential, ReauthorizeNeeded
-from core.graph import GraphEndpoint, app_credential
+from core.microsoft.aadsts import explain
+from core.microsoft.delegated import DelegatedCredential, ReauthorizeNeeded
+from core.microsoft.endpoints import GraphEndpoint
 from core.secrets import SecretBox
 from core.settings import REGISTRATION, Settings
 
@@ -80,6 +81,28 @@ def _app(
     except ValueError as exc:  # azure-identity checks the tenant id and the secret up front
         raise Misconfigured(source, _scrub(str(exc), secret)) from None
     return GraphAccess(source, endpoint, credential, secret)
+
+
+def app_credential(
+    endpoint: GraphEndpoint,
+    tenant_id: str,
+    client_id: str,
+    client_secret: str,
+    **transport: Any,
+) -> ClientSecretCredential:
+    """An app-only (client credentials) credential against the endpoint's authority.
+
+    `transport` goes to azure-core (`connection_timeout`, `read_timeout`, `retry_total`): its
+    defaults wait minutes, which suits a worker but not a readiness probe."""
+    return ClientSecretCredential(
+        tenant_id,
+        client_id,
+        client_secret,
+        authority=endpoint.authority,
+        connection_verify=endpoint.ca_file or True,
+        disable_instance_discovery=not endpoint.is_microsoft,
+        **transport,
+    )
 
 
 def token_problem(access: GraphAccess) -> str | None:

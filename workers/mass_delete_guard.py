@@ -7,20 +7,16 @@ meetings. So when one round would remove more than EXSYNC_HOLD_SHARE of a mailbo
 flagged until an admin releases them (`exsync holds release`, or the admin API) or discards
 them (the blocks stay).
 
-Where they are kept, and reading or discarding them: core.holds.
+Where they are kept, and reading or discarding them: core.held_removals; releasing them is
+the job workers.held_release.
 """
 
 from __future__ import annotations
 
-import logging
-
 import redis
 
-from core import audit, jobs, store
+from core import audit, store
 from core.settings import Settings
-from workers.context import context
-
-log = logging.getLogger(__name__)
 
 
 def should_hold(removing: int, total: int, settings: Settings) -> bool:
@@ -35,21 +31,3 @@ def hold(conn: redis.Redis, user_id: str, event_ids: list[str], total: int) -> N
     held = conn.scard(store.held_key(user_id))
     conn.hset(store.mailbox_key(user_id), "held_removals", held)
     audit.emit("busy_time.held", mailbox=user_id, removals=len(event_ids), blocks=total, held=held)
-
-
-def release_holds(user_id: str) -> int:
-    """Job: carry the held removals out now (an admin released them)."""
-    from workers.mailboxes import remove_block
-
-    ctx = context()
-    removed = 0
-    ctx.redis.delete(store.dirty_key("release", user_id))
-    with jobs.item_lock(ctx.redis, "mailbox", user_id):
-        for raw in ctx.redis.smembers(store.held_key(user_id)):
-            remove_block(ctx, user_id, raw.decode())
-            ctx.redis.srem(store.held_key(user_id), raw)
-            removed += 1
-        ctx.redis.hdel(store.mailbox_key(user_id), "held_removals")
-    log.info("holds.released", extra={"mailbox": user_id, "removed": removed})
-    audit.emit("busy_time.released", mailbox=user_id, removed=removed)
-    return removed

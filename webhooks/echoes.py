@@ -12,13 +12,13 @@ always did, and `deleted` notifications, or ones without an etag, are always new
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from core import store
+from core.sync_records import Block, Projection, echo_key
 
 CANDIDATE_CHANGES = {"created", "updated"}
 
@@ -52,16 +52,6 @@ def held(
         pipe.hget(store.block_key(mailbox), event_id)
     answers = pipe.execute()[skip:]
     return [
-        _holds(answers[2 * n], "change_key", key) or _holds(answers[2 * n + 1], "version", key)
+        key in (echo_key(Projection, answers[2 * n]), echo_key(Block, answers[2 * n + 1]))
         for n, (_, _, key) in enumerate(wanted)
     ]
-
-
-def _holds(raw: bytes | None, field: str, change_key: str) -> bool:
-    if raw is None:
-        return False
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and record.get(field) == change_key

@@ -1,0 +1,1 @@
+"""Microsoft: Graph, its sign-in authority (Entra ID) and the service's access to both."""
