@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import pkgutil
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +75,86 @@ def assert_registered_jobs(conn: redis.Redis) -> None:
     queued = {job.func_name for job in Job.fetch_many(ids, connection=conn) if job is not None}
     conn.close()
     assert {path for path in queued if JobKind.of_path(path) is None} == set()
+
+
+# ---------------------------------------------------------------- the fast tier
+# `pytest -m "not slow"` runs only tests that start no process (no gunicorn, worker, scheduler,
+# emulator, browser, Compose or CLI subprocess) and run no RQ worker. This hook marks `slow`
+# every test whose own code, or a fixture it uses (directly or through other fixtures), names
+# one of the STARTERS below, itself or through the helpers of the tests package it calls
+# (followed to any depth: `make_system` calls `System`, the emulator fixtures `Process`), and
+# every test of the PROCESS_MODULES. A new way of starting a process belongs in STARTERS.
+
+# What starts a process, as `module:name` (`pkgutil.resolve_name`), compared by identity so a
+# re-export counts: a module, a function or a class.
+STARTERS = (
+    "subprocess",  # the CLI (tests/cli_support.py), Compose, schemathesis, gunicorn...
+    "tests.harness:Process",  # every emulator and service process
+    "tests.harness:System",  # the whole system: `make_system`
+    "tests.graph_emulator_support:Emulator",
+    "tests.chaos.system:ChaosSystem",
+    "playwright.sync_api:sync_playwright",  # Chromium
+    # Not a process, but an in-process RQ worker's burst can end with a 60 s wait (rq 3.0 joins
+    # its pubsub thread, which redis-py 8.2's PubSubWorkerThread.stop lets sleep out).
+    "rq:SimpleWorker",
+)
+
+# Modules whose every test starts processes, however it does.
+PROCESS_MODULES = frozenset({
+    "tests/test_chaos.py",
+    "tests/test_demo.py",
+    "tests/test_demo_newcomer.py",
+    "tests/test_worker_resilience.py",
+})  # fmt: skip
+
+
+def _names(code: types.CodeType) -> Iterator[str]:
+    """The global names a function's code refers to, its nested functions' and lambdas' too."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _names(const)
+
+
+def _starts(function: object, starters: set[int], seen: set[int]) -> bool:
+    """Whether the function names a starter, itself or through the tests' helpers it calls."""
+    hypothesis = getattr(function, "hypothesis", None)  # @given wraps the test it runs
+    function = inspect.unwrap(getattr(hypothesis, "inner_test", function))  # type: ignore[arg-type]
+    code, found = getattr(function, "__code__", None), getattr(function, "__globals__", {})
+    if code is None or id(function) in seen:
+        return False
+    seen.add(id(function))
+    for name in _names(code):
+        value = found.get(name)
+        if value is None:
+            continue
+        if id(value) in starters:
+            return True
+        helper = inspect.isfunction(value) and value.__module__.startswith("tests.")
+        if helper and _starts(value, starters, seen):
+            return True
+    return False
+
+
+def _slow(item: pytest.Item, starters: set[int]) -> bool:
+    if item.nodeid.partition("::")[0] in PROCESS_MODULES:
+        return True
+    info = getattr(item, "_fixtureinfo", None)  # the fixture closure pytest resolved
+    definitions = info.name2fixturedefs if info is not None else {}
+    fixtures = [
+        fixturedef.func
+        for name in getattr(item, "fixturenames", ())
+        for fixturedef in definitions.get(name, ())
+    ]
+    seen: set[int] = set()
+    return any(
+        _starts(function, starters, seen)
+        for function in [getattr(item, "function", None), *fixtures]
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    starters = {id(pkgutil.resolve_name(name)) for name in STARTERS}
+    for item in items:
+        if _slow(item, starters):
+            item.add_marker(pytest.mark.slow)
