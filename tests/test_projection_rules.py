@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.coconut import Absence, Appointment, Attendee, Location, Service
-from workers.projection import Templates, absence_event, appointment_event, is_live
+from core.coconut.models import Absence, Appointment, Attendee, Location, Service
+from workers.projection import EventDraft, Templates, absence_event, appointment_event, is_live
 
 APP = "https://bank.coconutcalendar.com"
 TORONTO = Location(
@@ -117,3 +121,258 @@ def test_every_projection_keeps_the_instants_and_never_names_attendees(
 def test_external_blocks_never_echo_back(title: str, source: str) -> None:
     draft = absence_event(absence(title=title, source=source))
     assert (draft is None) == (source == "external")
+
+
+# ------------------------------------------------------------------ which appointments stay
+
+
+@pytest.mark.parametrize(
+    ("status", "live"),
+    [("scheduled", True), ("completed", True), ("no_show", True), ("cancelled", False),
+     ("deleted", False), ("", False)],
+)  # fmt: skip
+def test_a_completed_or_missed_appointment_keeps_its_event(status: str, live: bool) -> None:
+    """A no-show still happened at that time: its event stays (only a cancelled one goes)."""
+    assert is_live(appointment(status=status)) is live
+
+
+# ------------------------------------------------------------------ what an appointment says
+
+MANAGED = (
+    "<p><i>Managed by Coconut: change or cancel this appointment in Coconut, not here.</i></p>"
+)
+IN_PERSON_BODY = f"""\
+<p><b>Mortgage consultation</b> with Jane Doe</p>
+<p>Main Street Branch (1 Main St, Toronto)</p>
+
+<p><a href="{APP}/appointments/42">Open in Coconut</a> · ABC123</p>
+{MANAGED}
+"""
+
+
+def test_an_in_person_appointment_is_the_default_template_filled_in() -> None:
+    """The whole event, read off DEFAULT_BODY: no video link when there is no meeting."""
+    assert appointment_event(appointment(), APP) == EventDraft(
+        subject="Mortgage consultation with Jane Doe",
+        body_html=IN_PERSON_BODY,
+        location="Main Street Branch (1 Main St, Toronto)",
+        start="2030-03-08T10:00:00",
+        end="2030-03-08T11:00:00",
+        time_zone="America/Toronto",
+        is_all_day=False,
+        show_as="busy",
+    )
+    assert "Join the video meeting" not in IN_PERSON_BODY
+
+
+def test_a_video_appointment_links_the_meeting_and_names_no_place() -> None:
+    video = appointment(
+        location=VIRTUAL, meeting_url="https://meet.example/x?a=1&b=2", confirmation_code=None
+    )
+    draft = appointment_event(video, APP)
+    assert draft.location == "Video meeting"
+    assert draft.body_html == (
+        "<p><b>Mortgage consultation</b> with Jane Doe</p>\n"
+        "<p>Virtual Branch</p>\n"
+        '<p><a href="https://meet.example/x?a=1&amp;b=2">Join the video meeting</a></p>\n'
+        f'<p><a href="{APP}/appointments/42">Open in Coconut</a></p>\n'
+        f"{MANAGED}\n"
+    )
+
+
+def test_no_location_no_code_and_no_meeting_leave_no_trace() -> None:
+    draft = appointment_event(appointment(location=None, confirmation_code=None), APP)
+    assert draft.location == ""
+    assert draft.body_html == (
+        "<p><b>Mortgage consultation</b> with Jane Doe</p>\n"
+        "\n"
+        "\n"
+        f'<p><a href="{APP}/appointments/42">Open in Coconut</a></p>\n'
+        f"{MANAGED}\n"
+    )
+    shown = Templates(subject="[{{ location }}|{{ meeting_url }}|{{ code }}]")
+    assert appointment_event(appointment(location=None), APP, shown).subject == "[||ABC123]"
+    assert appointment_event(appointment(confirmation_code=""), APP, shown).subject == (
+        "[Main Street Branch (1 Main St, Toronto)||]"
+    )
+
+
+def test_services_are_listed_and_none_reads_appointment() -> None:
+    two = (Service(1, "Mortgage consultation", 60), Service(2, "Credit review", 30))
+    assert appointment_event(appointment(services=two), APP).subject == (
+        "Mortgage consultation, Credit review with Jane Doe"
+    )
+    none = appointment_event(appointment(services=()), APP)
+    assert none.subject == "Appointment with Jane Doe"
+    assert none.body_html.startswith("<p><b>Appointment</b> with Jane Doe</p>\n")
+
+
+def test_up_to_three_customers_are_named_and_more_are_counted() -> None:
+    def people(n: int) -> tuple[Attendee, ...]:
+        return tuple(Attendee(k, f"C{k}", "X", "booked") for k in range(n))
+
+    assert appointment_event(appointment(attendees=people(3)), APP).subject == (
+        "Mortgage consultation with C0 X, C1 X, C2 X"
+    )
+    assert appointment_event(appointment(attendees=people(4)), APP).subject == (
+        "Mortgage consultation with 4 customers"
+    )
+    # Cancelled attendees are neither named nor counted.
+    mixed = (*people(3), Attendee(9, "Gone", "Away", "cancelled"))
+    assert appointment_event(appointment(attendees=mixed), APP).subject == (
+        "Mortgage consultation with C0 X, C1 X, C2 X"
+    )
+    one_name = (Attendee(7, "Cher", "", "booked"), Attendee(8, "", "Prince", "booked"))
+    assert appointment_event(appointment(attendees=one_name), APP).subject == (
+        "Mortgage consultation with Cher, Prince"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "city", "shown"),
+    [
+        ("1 Main St", "Toronto", "Main Street Branch (1 Main St, Toronto)"),
+        ("1 Main St", None, "Main Street Branch (1 Main St)"),
+        (None, "Toronto", "Main Street Branch (Toronto)"),
+        ("", "", "Main Street Branch"),
+        (None, None, "Main Street Branch"),
+    ],
+)
+def test_a_branch_is_named_with_what_is_known_of_its_street(
+    address: str | None, city: str | None, shown: str
+) -> None:
+    place = replace(TORONTO, address=address, city=city)
+    draft = appointment_event(appointment(location=place), APP)
+    assert draft.location == shown
+    assert f"<p>{shown}</p>\n" in draft.body_html
+
+
+def test_the_subject_is_one_line_of_at_most_255_characters() -> None:
+    spaced = Templates(subject="  {{ service }}\n\n\twith   {{ customer }}  ")
+    assert appointment_event(appointment(), APP, spaced).subject == (
+        "Mortgage consultation with Jane Doe"
+    )
+    long = appointment(services=(Service(1, "S" * 300, 60),))
+    assert appointment_event(long, APP).subject == "S" * 255
+    near = appointment(services=(Service(1, "S" * 243, 60),))  # + " with Jane Doe" = 257
+    assert appointment_event(near, APP).subject == "S" * 243 + " with Jane D"
+
+
+def test_the_subject_template_is_plain_text_and_the_body_template_html() -> None:
+    amp = appointment(attendees=(Attendee(7, "Tom", "& Jerry", "booked"),))
+    admin = Templates(subject="{{ customer }}", body="<p>{{ customer }}</p>")
+    draft = appointment_event(amp, APP, admin)
+    assert (draft.subject, draft.body_html) == ("Tom & Jerry", "<p>Tom &amp; Jerry</p>")
+
+
+# ------------------------------------------------------------------ a change is a new digest
+
+
+def test_a_change_to_any_one_field_changes_the_digest() -> None:
+    draft = appointment_event(appointment(), APP)
+    assert re.fullmatch("[0-9a-f]{32}", draft.digest)
+    assert draft.digest == replace(draft).digest
+    changed = {
+        "subject": "Other", "body_html": draft.body_html + " ", "location": "Elsewhere",
+        "start": "2030-03-08T10:30:00", "end": "2030-03-08T11:30:00",
+        "time_zone": "America/Regina", "is_all_day": True, "show_as": "oof",
+    }  # fmt: skip
+    assert set(changed) == {f.name for f in fields(EventDraft)}
+    digests = {name: replace(draft, **{name: value}).digest for name, value in changed.items()}
+    assert draft.digest not in digests.values()
+    assert len(set(digests.values())) == len(changed)
+
+
+def test_a_change_to_the_body_alone_is_written() -> None:
+    """A new meeting link or confirmation code changes only the body: still a new digest."""
+    before = appointment_event(appointment(location=VIRTUAL, meeting_url="https://meet/a"), APP)
+    after = appointment_event(appointment(location=VIRTUAL, meeting_url="https://meet/b"), APP)
+    assert (before.subject, before.location) == (after.subject, after.location)
+    assert before.body_html != after.body_html and before.digest != after.digest
+    coded = appointment_event(appointment(confirmation_code="XYZ789"), APP)
+    assert coded.digest != appointment_event(appointment(), APP).digest
+
+
+# ------------------------------------------------------------------ absences
+
+REGINA = ZoneInfo("America/Regina")  # UTC-6 all year, west of UTC
+AUCKLAND = ZoneInfo("Pacific/Auckland")  # UTC+13 in March 2030, east of UTC
+KOLKATA = ZoneInfo("Asia/Kolkata")  # UTC+5:30
+# The server's own zone, as POSIX TZ strings (no zone database needed): they must not matter.
+SERVER_ZONES = {"UTC0": 0, "PST8": -8, "JST-9": 9, "LINT-14": 14}
+
+
+@pytest.fixture(params=sorted(SERVER_ZONES))
+def server_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    local = datetime(2030, 3, 8, tzinfo=UTC).astimezone().utcoffset()
+    assert local == timedelta(hours=SERVER_ZONES[request.param]), "TZ did not take"
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_timed_absence_is_a_busy_event_in_its_zone() -> None:
+    assert absence_event(absence(title=None)) == EventDraft(
+        subject="Busy", body_html="", location="", start="2030-03-08T09:00:00",
+        end="2030-03-08T11:00:00", time_zone="America/Regina", is_all_day=False,
+        show_as="busy",
+    )  # fmt: skip
+    assert absence_event(absence(title="")).subject == "Busy"  # type: ignore[union-attr]
+    assert absence_event(absence(end=START - timedelta(minutes=1))) is None
+
+
+@pytest.mark.parametrize("zone", [REGINA, AUCKLAND, KOLKATA], ids=str)
+@pytest.mark.parametrize("as_utc", [False, True], ids=["local", "utc"])
+def test_an_all_day_absence_keeps_its_dates_whatever_the_zones(
+    server_zone: str, zone: ZoneInfo, as_utc: bool
+) -> None:
+    start, end = datetime(2030, 3, 8, tzinfo=zone), datetime(2030, 3, 10, tzinfo=zone)
+    if as_utc:  # the same instants, as Coconut might answer them
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+    draft = absence_event(absence(all_day=True, start=start, end=end, timezone=str(zone),
+                                  title=None))  # fmt: skip
+    assert draft == EventDraft(
+        subject="Busy", body_html="", location="", start="2030-03-08T00:00:00",
+        end="2030-03-10T00:00:00", time_zone=str(zone), is_all_day=True, show_as="busy",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("zone", [REGINA, AUCKLAND], ids=str)
+@pytest.mark.parametrize(
+    ("first", "last", "dates"),
+    [
+        ((8, 0), (8, 12), ("2030-03-08", "2030-03-09")),  # part of one day: that day
+        ((8, 0), ((8, 23, 59, 59)), ("2030-03-08", "2030-03-09")),
+        ((8, 9), (9, 17), ("2030-03-08", "2030-03-10")),  # ends during its last day
+        ((8, 9), (10, 0), ("2030-03-08", "2030-03-10")),  # ends at midnight: not extended
+        ((8, 23, 59, 59), (9, 0, 0, 1), ("2030-03-08", "2030-03-10")),
+    ],
+)
+def test_an_all_day_absence_off_midnight_covers_every_day_it_touches(
+    server_zone: str, zone: ZoneInfo, first: tuple[int, ...], last: tuple[int, ...],
+    dates: tuple[str, str],
+) -> None:  # fmt: skip
+    start = datetime(2030, 3, *first, tzinfo=zone).astimezone(UTC)
+    end = datetime(2030, 3, *last, tzinfo=zone).astimezone(UTC)
+    draft = absence_event(absence(all_day=True, start=start, end=end, timezone=str(zone)))
+    assert draft is not None and draft.is_all_day
+    assert (draft.start, draft.end) == (f"{dates[0]}T00:00:00", f"{dates[1]}T00:00:00")
+    assert (draft.subject, draft.body_html, draft.location) == ("Branch huddle", "", "")
+    assert draft.time_zone == str(zone)
+
+
+def test_an_all_day_absence_across_a_dst_change_is_still_whole_days() -> None:
+    toronto = ZoneInfo("America/Toronto")  # clocks go forward on 2030-03-10
+    start, end = datetime(2030, 3, 9, tzinfo=toronto), datetime(2030, 3, 11, tzinfo=toronto)
+    draft = absence_event(absence(all_day=True, start=start, end=end, timezone=str(toronto)))
+    assert draft is not None
+    assert (draft.start, draft.end) == ("2030-03-09T00:00:00", "2030-03-11T00:00:00")
+
+
+def test_external_or_empty_all_day_absences_are_not_projected() -> None:
+    day = datetime(2030, 3, 8, tzinfo=REGINA)
+    assert absence_event(absence(all_day=True, start=day, end=day)) is None
+    external = absence(all_day=True, start=day, end=day + timedelta(days=1), source="external")
+    assert absence_event(external) is None
