@@ -14,7 +14,7 @@ from workers.block_plan import Instance, Mailbox, OwnEdit, Reads, RoundPlan, pla
 
 AT = datetime(2026, 12, 7, 14, tzinfo=UTC)
 UNTIL = datetime(2026, 12, 7, 15, tzinfo=UTC)
-MEETING = Instance("E1", "ck1", subject="Branch audit", start=AT, end=UNTIL)
+MEETING = Instance("E1", "ck1", subject="Branch audit", sensitivity="normal", start=AT, end=UNTIL)
 BOX = Mailbox(7, "America/Toronto", "dep", known={}, ours={}, marked={}, full=False,
               show_titles=True)  # fmt: skip
 OURS = Projection("appointment", "36", "u-1", "P1", "ck-ours", 0, "d")
@@ -56,7 +56,9 @@ def test_a_removed_series_takes_its_occurrences_blocks_with_it() -> None:
 
 def test_our_own_projection_is_never_busy_time_and_an_edit_of_it_is_reported() -> None:
     box = replace(BOX, ours={"P1": OURS})
-    same = Instance("P1", "ck-ours", subject="Loan review", start=AT, end=UNTIL)
+    same = Instance(
+        "P1", "ck-ours", subject="Loan review", sensitivity="normal", start=AT, end=UNTIL
+    )
     assert planned([same], box) == RoundPlan()
     edited = planned([replace(same, change_key="ck-2")], box)
     assert edited.own_edits == [OwnEdit(OURS, deleted=False, subject="Loan review")]
@@ -75,7 +77,7 @@ def test_a_plain_occurrence_is_judged_by_its_master_read_once_per_series() -> No
     two = replace(one, event_id="O2")
     asked = plan([one, two], BOX, Reads())
     assert isinstance(asked, Reads) and asked.masters == {"S": None}
-    reads = Reads(masters={"S": Instance("S", "cS", subject="Team standup")})
+    reads = Reads(masters={"S": Instance("S", "cS", subject="Team standup", sensitivity="normal")})
     out = planned([one, two], BOX, reads)
     assert {e: (w.title, s) for e, (w, s) in out.wanted.items()} == {
         "O1": ("Team standup", "S"), "O2": ("Team standup", "S")}  # fmt: skip
@@ -143,7 +145,7 @@ def test_an_all_day_event_blocks_whole_days_in_the_staff_member_s_zone() -> None
     dec9, dec10 = datetime(2026, 12, 9, tzinfo=UTC), datetime(2026, 12, 10, tzinfo=UTC)
     one = Instance("O1", None, type="occurrence", series_master_id="S", etag='W/"e1"',
                    start=dec9, end=dec10)  # fmt: skip
-    master = Instance("S", "cS", subject="Leave", is_all_day=True)
+    master = Instance("S", "cS", subject="Leave", sensitivity="normal", is_all_day=True)
     ((block, series),) = planned([one], BOX, Reads(masters={"S": master})).wanted.values()
     assert (block.all_day, block.start.isoformat(), block.end.isoformat(), series) == (
         True, "2026-12-09T00:00:00-05:00", "2026-12-10T00:00:00-05:00", "S")  # fmt: skip
@@ -154,7 +156,7 @@ def test_a_new_event_not_ours_becomes_the_same_whole_block_after_its_mark_read()
     new = replace(MEETING, transaction_id="tx-1")
     assert planned([new], BOX, Reads(marks={"E1": ""})).wanted == planned([MEETING]).wanted
     occurrence = Instance("X1", "cx", type="exception", series_master_id="S", start=AT,
-                          end=UNTIL, subject="Moved standup", transaction_id="tx-2")  # fmt: skip
+                          end=UNTIL, subject="Moved standup", sensitivity="normal", transaction_id="tx-2")  # fmt: skip
     ((block, series),) = planned([occurrence], BOX, Reads(marks={"X1": ""})).wanted.values()
     assert (block.title, block.external_id, series) == ("Moved standup", "X1", "S")
 
@@ -197,7 +199,7 @@ def test_a_mark_is_read_only_for_an_event_that_would_be_busy_time() -> None:
     assert plan([one], BOX, Reads()) == Reads(masters={"S": None})
     free = Reads(masters={"S": Instance("S", "cS", show_as="free")})
     assert planned([one], BOX, free) == RoundPlan(unblocked={"O1"})  # listed, needing none
-    busy = Reads(masters={"S": Instance("S", "cS", subject="Standup")})
+    busy = Reads(masters={"S": Instance("S", "cS", subject="Standup", sensitivity="normal")})
     assert plan([one], BOX, busy) == Reads(marks={"O1": None})
     assert plan([replace(MEETING, show_as="free", transaction_id="tx-2")], BOX, Reads()) == (
         RoundPlan(unblocked={"E1"})
@@ -231,6 +233,8 @@ def test_only_a_staff_member_s_listed_occurrence_calls_for_its_series_proofs() -
 def test_a_series_master_listed_is_no_busy_time_of_its_own() -> None:
     # Its occurrences and exceptions are blocked one by one; the master's own start and end are
     # only the first occurrence's, which the round lists as an instance of its own.
-    master = Instance("S", "cS", type="seriesMaster", subject="Standup", start=AT, end=UNTIL)
+    master = Instance(
+        "S", "cS", type="seriesMaster", subject="Standup", sensitivity="normal", start=AT, end=UNTIL
+    )
     assert planned([master]) == RoundPlan()
     assert planned([master], replace(BOX, full=True)) == RoundPlan()

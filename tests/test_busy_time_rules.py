@@ -96,7 +96,7 @@ def test_a_block_shows_the_subject_only_when_allowed_and_the_event_is_normal(
     subject: str, sensitivity: str | None, show_titles: bool
 ) -> None:
     title = block_title(subject, sensitivity, show_titles)
-    normal = (sensitivity or "normal") == "normal"
+    normal = sensitivity == "normal"
     if not (show_titles and normal):
         assert title == BUSY_TITLE
     else:
@@ -166,16 +166,25 @@ def test_a_timed_block_exists_exactly_when_the_event_blocks_and_has_length(
 
 
 def test_judge_keeps_what_decides_and_defaults_show_as_to_busy() -> None:
-    assert judge("  Quarterly \n review ", None, None, is_cancelled=True, is_all_day=True,
+    assert judge("  Quarterly \n review ", "normal", None, is_cancelled=True, is_all_day=True,
                  show_titles=True) == Judged("Quarterly review", "busy", True, True)  # fmt: skip
+    assert judge("Quarterly review", None, None, is_cancelled=False, is_all_day=False,
+                 show_titles=True).title == BUSY_TITLE  # fmt: skip
     assert judge("Lunch", "private", "free", is_cancelled=False, is_all_day=False,
                  show_titles=True) == Judged(BUSY_TITLE, "free", False, False)  # fmt: skip
 
 
-@pytest.mark.parametrize("sensitivity", ["normal", "Normal", "NORMAL", None, ""])
-def test_normal_in_any_case_or_unset_shows_the_subject(sensitivity: str | None) -> None:
+@pytest.mark.parametrize("sensitivity", ["normal", "Normal", "NORMAL"])
+def test_normal_in_any_case_shows_the_subject(sensitivity: str) -> None:
     assert block_title("Credit committee", sensitivity, True) == "Credit committee"
     assert block_title("Credit committee", sensitivity, False) == BUSY_TITLE
+
+
+@pytest.mark.parametrize("sensitivity", [None, ""])
+def test_a_title_fails_closed_when_the_event_does_not_say_it_is_normal(
+    sensitivity: str | None,
+) -> None:
+    assert block_title("Credit committee", sensitivity, True) == BUSY_TITLE
 
 
 @pytest.mark.parametrize("sensitivity", ["personal", "Private", "confidential", "unknown", " "])

@@ -62,8 +62,9 @@ def judge(
 
 
 def block_title(subject: str | None, sensitivity: str | None, show_titles: bool) -> str:
-    """The subject only when allowed and the event is normal; else Coconut's "Busy"."""
-    if not show_titles or (sensitivity or "normal").lower() != "normal":
+    """The subject only when allowed and the event says it is normal; else Coconut's "Busy".
+    Fails closed: an event that does not say its sensitivity may be private."""
+    if not show_titles or (sensitivity or "").lower() != "normal":
         return BUSY_TITLE
     return " ".join((subject or "").split())[:255] or BUSY_TITLE
 
