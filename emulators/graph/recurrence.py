@@ -1,8 +1,8 @@
 """patternedRecurrence: validation and expansion into occurrence dates.
 
-Supports the patterns a bank calendar uses (daily, weekly, absoluteMonthly) and all three range
-types (endDate, numbered, noEnd). Other pattern types are refused with a 400 that says the
-emulator lacks them, rather than being silently mis-expanded.
+Every pattern Graph has (daily, weekly, absoluteMonthly, relativeMonthly, absoluteYearly,
+relativeYearly) and all three range types (endDate, numbered, noEnd). A relative pattern's
+`index` (first .. fourth, last) counts the month's days that are any of its `daysOfWeek`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 from emulators.graph.errors import bad_request
 
 DAYS = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"]
-_PATTERNS = {"daily", "weekly", "absoluteMonthly"}
-_UNSUPPORTED = {"relativeMonthly", "absoluteYearly", "relativeYearly"}
+_PATTERNS = {"daily", "weekly", "absoluteMonthly", "relativeMonthly", "absoluteYearly",
+             "relativeYearly"}  # fmt: skip
+_INDEXES = ["first", "second", "third", "fourth", "last"]
 _RANGES = {"endDate", "numbered", "noEnd"}
 MAX_OCCURRENCES = 2000
 
@@ -34,25 +35,26 @@ def normalize(rec: Any, start_day: date, start_zone: str) -> dict[str, Any]:
         raise bad_request("Recurrence pattern is required.", "ErrorInvalidRecurrence")
     pattern, rng = rec["pattern"], rec.get("range") or {}
     ptype = pattern.get("type")
-    if ptype in _UNSUPPORTED:
-        raise bad_request(
-            f"Recurrence pattern '{ptype}' is not emulated.", "ErrorInvalidRecurrence"
-        )
     if ptype not in _PATTERNS:
         raise bad_request(f"Invalid recurrence pattern type {ptype!r}.", "ErrorInvalidRecurrence")
     interval = pattern.get("interval", 1)
     if not isinstance(interval, int) or interval < 1:
         raise bad_request(f"Invalid recurrence interval {interval!r}.", "ErrorInvalidRecurrence")
     days = [str(d).lower() for d in pattern.get("daysOfWeek") or []]
-    if ptype == "weekly" and (not days or any(d not in DAYS for d in days)):
-        raise bad_request("Weekly recurrence needs valid daysOfWeek.", "ErrorInvalidRecurrence")
+    relative = ptype in ("weekly", "relativeMonthly", "relativeYearly")
+    if relative and (not days or any(d not in DAYS for d in days)):
+        raise bad_request(f"{ptype} recurrence needs valid daysOfWeek.", "ErrorInvalidRecurrence")
     day_of_month = pattern.get("dayOfMonth", 0)
-    if ptype == "absoluteMonthly" and not (
+    if ptype in ("absoluteMonthly", "absoluteYearly") and not (
         isinstance(day_of_month, int) and 1 <= day_of_month <= 31
     ):
-        raise bad_request(
-            "absoluteMonthly recurrence needs dayOfMonth 1-31.", "ErrorInvalidRecurrence"
-        )
+        raise bad_request(f"{ptype} recurrence needs dayOfMonth 1-31.", "ErrorInvalidRecurrence")
+    month = pattern.get("month", 0)
+    if ptype.endswith("Yearly") and not (isinstance(month, int) and 1 <= month <= 12):
+        raise bad_request(f"{ptype} recurrence needs month 1-12.", "ErrorInvalidRecurrence")
+    index = str(pattern.get("index", "first")).lower()
+    if index not in _INDEXES:
+        raise bad_request(f"Invalid recurrence index {index!r}.", "ErrorInvalidRecurrence")
     rtype = rng.get("type")
     if rtype not in _RANGES:
         raise bad_request(f"Invalid recurrence range type {rtype!r}.", "ErrorInvalidRecurrence")
@@ -75,11 +77,11 @@ def normalize(rec: Any, start_day: date, start_zone: str) -> dict[str, Any]:
         "pattern": {
             "type": ptype,
             "interval": interval,
-            "month": 0,
-            "dayOfMonth": day_of_month if ptype == "absoluteMonthly" else 0,
+            "month": month if ptype.endswith("Yearly") else 0,
+            "dayOfMonth": day_of_month if ptype.startswith("absolute") else 0,
             "daysOfWeek": days,
             "firstDayOfWeek": first_day if first_day in DAYS else "sunday",
-            "index": "first",
+            "index": index,
         },
         "range": {
             "type": rtype,
@@ -109,14 +111,37 @@ def _candidates(pattern: dict[str, Any], start: date) -> Iterator[date]:
                     yield day
             week += timedelta(weeks=interval)
     else:
-        year, month = start.year, start.month
-        while True:
-            if pattern["dayOfMonth"] <= calendar.monthrange(year, month)[1]:
-                day = date(year, month, pattern["dayOfMonth"])
-                if day >= start:
-                    yield day
-            month += interval
-            year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+        yield from _monthly(pattern, start)
+
+
+def _monthly(pattern: dict[str, Any], start: date) -> Iterator[date]:
+    """The monthly and yearly patterns: one day per chosen month, every `interval` of them."""
+    yearly = pattern["type"].endswith("Yearly")
+    year, month = start.year, pattern["month"] if yearly else start.month
+    step = 12 * pattern["interval"] if yearly else pattern["interval"]
+    if yearly and month < start.month:
+        year += 1
+    while True:
+        day = _day_in_month(pattern, year, month)
+        if day is not None and day >= start:
+            yield day
+        month += step
+        year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+
+
+def _day_in_month(pattern: dict[str, Any], year: int, month: int) -> date | None:
+    """The pattern's day in that month: its dayOfMonth (None when the month is shorter), or
+    the index-th of the month's days that are any of its daysOfWeek."""
+    length = calendar.monthrange(year, month)[1]
+    if pattern["type"].startswith("absolute"):
+        wanted = pattern["dayOfMonth"]
+        return date(year, month, wanted) if wanted <= length else None
+    matching = [
+        date(year, month, n) for n in range(1, length + 1)
+        if DAYS[date(year, month, n).isoweekday() % 7] in pattern["daysOfWeek"]
+    ]  # fmt: skip
+    position = _INDEXES.index(pattern["index"])
+    return matching[-1] if position == len(_INDEXES) - 1 else matching[position]
 
 
 def occurrence_dates(rec: dict[str, Any], until: date) -> Iterator[date]:
