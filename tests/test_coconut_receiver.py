@@ -230,7 +230,9 @@ def test_a_delivery_not_signed_by_coconut_is_a_401(
     refused(deliver(client, raw("appointment_created.json"), **options), 401, reason)
 
 
-@pytest.mark.parametrize("offset", [-301, -3600, 301, 86_400], ids=["stale", "old", "ahead", "day"])
+# Whole seconds apart from the 300-second edge (the signature vectors test the edge itself with a
+# fixed clock): the request is signed a moment before it is checked.
+@pytest.mark.parametrize("offset", [-301, -3600, 330, 86_400], ids=["stale", "old", "ahead", "day"])
 def test_a_timestamp_outside_five_minutes_is_a_replay(
     client: FlaskClient, unchanged: None, offset: int
 ) -> None:
