@@ -5,7 +5,6 @@ it, and a small Flask notification endpoint in a thread that records what Graph 
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 import warnings
@@ -34,6 +33,7 @@ with warnings.catch_warnings():
 from core.microsoft.endpoints import GraphEndpoint
 from core.microsoft.graph import graph_client, tls_context
 from core.microsoft.graph_access import app_credential
+from tests.emulator_launch import graph_argv, launch
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
 
 T = TypeVar("T")
@@ -56,11 +56,9 @@ class Emulator:
         self.base = f"https://127.0.0.1:{self.port}"
 
     def start(self) -> Emulator:
-        argv = [sys.executable, "-m", "emulators.graph", "--port", str(self.port),
-                "--ca-file", str(self.ca_file), *self.args]  # fmt: skip
-        self.process = Process("graph", argv, {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"},
-                               self.tmp / "graph.log").start()  # fmt: skip
-        self.process.wait_for_line(r"graph emulator ready at https://127\.0\.0\.1:\d+")
+        env = {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+        argv = graph_argv(self.port, self.ca_file, *self.args)
+        self.process, _ = launch(argv, env, self.tmp / "graph.log")
         return self
 
     def stop(self) -> None:

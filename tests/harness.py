@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from exsync.processes import Process, wait_until
+from tests.emulator_launch import READY, coconut_argv, graph_argv
 
 __all__ = ["Process", "System", "free_port", "wait_until"]
 
@@ -106,25 +107,20 @@ class System:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> System:
-        graph = self._process(
-            "graph",
-            [sys.executable, "-m", "emulators.graph", "--port", str(self.graph_port),
-             "--ca-file", str(self.ca_file), *self.graph_args],
-        )  # fmt: skip
+        graph = self._process("graph", graph_argv(self.graph_port, self.ca_file, *self.graph_args))
         coconut = self._process(
             "coconut",
-            [sys.executable, "-m", "emulators.coconut", "--port", str(self.coconut_port),
-             "--webhook-url", f"{self.web_url}/webhooks/coconut",
-             "--webhook-secret", COCONUT_WEBHOOK_SECRET, "--retry-scale", "0.01",
-             *self.coconut_args],
+            coconut_argv(self.coconut_port, "--webhook-url", f"{self.web_url}/webhooks/coconut",
+                         "--webhook-secret", COCONUT_WEBHOOK_SECRET, "--retry-scale", "0.01",
+                         *self.coconut_args),
         )  # fmt: skip
         self._process(
             "web",
             [sys.executable, "-m", "exsync.cli", "web", "--port", str(self.web_port),
              "--workers", "1", "--threads", "8"],
         )  # fmt: skip
-        graph.wait_for_line(r"graph emulator ready at \S+")
-        coconut.wait_for_line(r"coconut emulator ready at \S+")
+        graph.wait_for_line(READY["graph"])
+        coconut.wait_for_line(READY["coconut"])
         wait_until(self._web_ready, 30, what="web /healthz")
         for index in range(self.workers):
             self.start_worker(index)

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import ssl
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from core.connection import Status
 from core.job_kinds import JobKind
 from core.microsoft.aadsts import explain
 from core.secrets import SecretBox, generate_key
-from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, Process, free_port
+from tests.emulator_launch import graph_argv, launch
+from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, free_port
 from tests.test_admin_support import (
     Browser,
     make_accounts,
@@ -53,14 +53,8 @@ def emulator(tmp_path: Path) -> Iterator[Emulator]:
     """The Graph emulator as its own process, as the harness starts it, with two accounts."""
     port, ca_file = free_port(), tmp_path / "graph-ca.pem"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXSYNC_")}
-    proc = Process(
-        "graph",
-        [sys.executable, "-m", "emulators.graph", "--port", str(port), "--ca-file", str(ca_file)],
-        env,
-        tmp_path / "graph.log",
-    ).start()
+    proc, base = launch(graph_argv(port, ca_file), env, tmp_path / "graph.log")
     try:
-        base = proc.wait_for_line(r"graph emulator ready at (\S+)").group(1)
         found = Emulator(base, str(ca_file))
         with found.http() as http:
             for mail in (SERVICE_ACCOUNT, OTHER_ACCOUNT):

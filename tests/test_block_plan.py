@@ -156,7 +156,8 @@ def test_a_new_event_not_ours_becomes_the_same_whole_block_after_its_mark_read()
     new = replace(MEETING, transaction_id="tx-1")
     assert planned([new], BOX, Reads(marks={"E1": ""})).wanted == planned([MEETING]).wanted
     occurrence = Instance("X1", "cx", type="exception", series_master_id="S", start=AT,
-                          end=UNTIL, subject="Moved standup", sensitivity="normal", transaction_id="tx-2")  # fmt: skip
+                          end=UNTIL, subject="Moved standup", sensitivity="normal",
+                          transaction_id="tx-2")  # fmt: skip
     ((block, series),) = planned([occurrence], BOX, Reads(marks={"X1": ""})).wanted.values()
     assert (block.title, block.external_id, series) == ("Moved standup", "X1", "S")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,8 @@ import pytest
 
 from core.coconut.client import CoconutClient
 from core.coconut.models import AbsenceWrite, CoconutError, Conflict, Unavailable
-from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, Process, free_port
+from tests.emulator_launch import coconut_argv, launch
+from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET, free_port
 
 STAFF = 7  # enough staff and appointments (3 each) that limit=100 pages are not all we test
 
@@ -24,14 +24,9 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One emulator for the module; tests reset faults and settings they change."""
     port = free_port()
     log = Path(tmp_path_factory.mktemp("coconut")) / "coconut.log"
-    process = Process(
-        "coconut",
-        [sys.executable, "-m", "emulators.coconut", "--port", str(port), "--staff", str(STAFF)],
-        {**os.environ, "PYTHONUNBUFFERED": "1"},
-        log,
-    ).start()
+    argv = coconut_argv(port, "--staff", str(STAFF))
+    process, _ = launch(argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
     try:
-        process.wait_for_line(r"coconut emulator ready at \S+")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,11 +28,11 @@ from werkzeug.serving import make_server
 
 from core import store
 from core.settings import load_settings
+from tests.emulator_launch import coconut_argv, launch
 from tests.harness import (
     COCONUT_CLIENT_ID,
     COCONUT_CLIENT_SECRET,
     COCONUT_WEBHOOK_SECRET,
-    Process,
     free_port,
     wait_until,
 )
@@ -133,16 +132,10 @@ class Coconut:
 @contextmanager
 def start_emulator(tmp_path: Path, receiver: Receiver, *extra: str) -> Iterator[Coconut]:
     port = free_port()
-    process = Process(
-        "coconut",
-        [sys.executable, "-m", "emulators.coconut", "--port", str(port), "--staff", "3",
-         "--webhook-url", receiver.url, "--webhook-secret", COCONUT_WEBHOOK_SECRET,
-         "--retry-scale", "0.01", *extra],
-        {**os.environ, "PYTHONUNBUFFERED": "1"},
-        tmp_path / "coconut.log",
-    ).start()  # fmt: skip
+    argv = coconut_argv(port, "--staff", "3", "--webhook-url", receiver.url, "--webhook-secret",
+                        COCONUT_WEBHOOK_SECRET, "--retry-scale", "0.01", *extra)  # fmt: skip
+    process, _ = launch(argv, {**os.environ, "PYTHONUNBUFFERED": "1"}, tmp_path / "coconut.log")
     try:
-        process.wait_for_line(r"coconut emulator ready at \S+")
         base = f"http://127.0.0.1:{port}"
         token = httpx.post(
             f"{base}{API}/oauth/token",
