@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, StrictUndefined, Template
 
 from core.coconut.models import Absence, Appointment, Location
+from workers.windows_zones import rules_zone, windows_zone
 
 # Statuses whose event stays in the calendar: a completed or missed appointment still happened
 # at that time. A cancelled one is removed (Coconut tells the customer; Outlook should not).
@@ -56,7 +57,9 @@ class EventDraft:
     location: str
     start: str  # local wall time, ISO without offset, in `time_zone`
     end: str
-    time_zone: str  # IANA name; Graph accepts them alongside Windows names
+    # A Windows zone name (workers/windows_zones.py): Graph refuses most IANA names on create
+    # and update. Part of the digest: the change from IANA names rewrote every event once.
+    time_zone: str
     is_all_day: bool = False
     show_as: str = "busy"
 
@@ -76,8 +79,9 @@ def appointment_event(
 ) -> EventDraft:
     """The event every assigned staff member gets for a live appointment.
 
-    Times are written in the appointment's own zone (the branch's), so Outlook shows the right
-    instant for a staff member in any zone and keeps it right across a DST change.
+    Times are written in the appointment's own zone (the branch's), named as Windows names it,
+    so Outlook shows the right instant for a staff member in any zone and keeps it right across
+    a DST change.
     """
     values = {
         "service": ", ".join(s.name for s in appointment.services) or "Appointment",
@@ -96,7 +100,7 @@ def appointment_event(
         location=where,
         start=_wall(appointment.start, appointment.timezone),
         end=_wall(appointment.end, appointment.timezone),
-        time_zone=appointment.timezone,
+        time_zone=windows_zone(appointment.timezone),
     )
 
 
@@ -129,7 +133,7 @@ def absence_event(absence: Absence) -> EventDraft | None:
             location="",
             start=start.isoformat(),
             end=end.isoformat(),
-            time_zone=absence.timezone,
+            time_zone=windows_zone(absence.timezone),
             is_all_day=True,
         )
     return EventDraft(
@@ -138,7 +142,7 @@ def absence_event(absence: Absence) -> EventDraft | None:
         location="",
         start=_wall(absence.start, absence.timezone),
         end=_wall(absence.end, absence.timezone),
-        time_zone=absence.timezone,
+        time_zone=windows_zone(absence.timezone),
     )
 
 
@@ -165,4 +169,8 @@ def _virtual(appointment: Appointment) -> bool:
 
 
 def _wall(instant: datetime, zone: str) -> str:
-    return instant.astimezone(ZoneInfo(zone)).replace(tzinfo=None).isoformat(timespec="seconds")
+    """The wall time of `instant` in the Windows zone written for the IANA `zone`, by that Windows
+    zone's own rules: the instant Graph reads back is this one whatever the two zones' history."""
+    ZoneInfo(zone)  # an unknown zone is an error, never a silent UTC
+    rules = ZoneInfo(rules_zone(windows_zone(zone)))
+    return instant.astimezone(rules).replace(tzinfo=None).isoformat(timespec="seconds")

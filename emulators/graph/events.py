@@ -15,7 +15,14 @@ from typing import Any
 
 from emulators.graph import ids, recurrence
 from emulators.graph.errors import bad_request
-from emulators.graph.timeutil import BadTime, format_utc, in_zone, parse_datetime, zone
+from emulators.graph.timeutil import (
+    BadTime,
+    event_zone,
+    format_utc,
+    in_zone,
+    parse_datetime,
+    zone,
+)
 
 ENUMS = {
     "sensitivity": ("normal", "personal", "private", "confidential"),
@@ -150,9 +157,11 @@ def _time(value: Any, name: str) -> tuple[datetime, str, bool]:
     if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
         raise _bad_type(name, value)
     zone_name = value.get("timeZone") or "UTC"
+    if not isinstance(zone_name, str):
+        raise _bad_type(f"{name}.timeZone", zone_name)
     try:
         local, has_offset = parse_datetime(value["dateTime"])
-        tz = zone(zone_name)
+        tz = event_zone(zone_name)  # Graph's narrower set: most IANA names are refused
     except BadTime as exc:
         code = "TimeZoneNotSupportedException" if "TimeZone" in str(exc) else "RequestBodyRead"
         raise bad_request(str(exc), code) from exc

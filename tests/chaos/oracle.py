@@ -32,7 +32,7 @@ from core.coconut.client import CoconutClient
 from core.coconut.models import Absence, Appointment, Staff
 from tests.chaos.world import FUTURE_DAYS, PAST_DAYS, POSITIVE_SIGNALS, TAMPERED, World
 from tests.harness import COCONUT_CLIENT_ID, COCONUT_CLIENT_SECRET
-from workers import busy_time
+from workers import busy_time, windows_zones
 from workers.marks import MARK_PROPERTY_ID, parse_mark
 from workers.projection import Templates, absence_event, appointment_event, is_live
 
@@ -198,7 +198,8 @@ def _event_differs(event: dict[str, Any], draft: Any) -> list[str]:
             if got[:10] != wall[:10]:
                 problems.append(f"{side} {got[:10]}, want {wall[:10]}")
             continue
-        want = datetime.fromisoformat(wall).replace(tzinfo=ZoneInfo(draft.time_zone))
+        written = ZoneInfo(windows_zones.rules_zone(draft.time_zone))  # a Windows name
+        want = datetime.fromisoformat(wall).replace(tzinfo=written)
         if _utc(got) != want.astimezone(UTC):
             problems.append(f"{side} {got} UTC, want {want.astimezone(UTC).isoformat()}")
     return problems
