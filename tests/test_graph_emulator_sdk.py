@@ -5,6 +5,7 @@ whose handshake reaches a Flask endpoint and its renewal, a 429 with Retry-After
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,7 +58,8 @@ DAY = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
 
 def test_sdk_creates_reads_pages_updates_and_deletes_events(emulator: Emulator) -> None:
-    """CRUD through the SDK; a repeated transactionId returns the first event; pages link on."""
+    """CRUD through the SDK; a repeated transactionId is refused as Graph refuses it (400
+    ErrorDuplicateTransactionId); pages link on."""
     uid = emulator.add_user("ana@contoso.example")
 
     async def scenario() -> None:
@@ -69,8 +71,14 @@ def test_sdk_creates_reads_pages_updates_and_deletes_events(emulator: Emulator) 
             )
             for n in range(5)
         ]
-        again = await events.post(_event("Meeting 0 retried", DAY, transaction_id="t0"))
-        assert again is not None and again.id == created[0].id
+        with pytest.raises(ODataError) as repeated:
+            await events.post(_event("Meeting 0 retried", DAY, transaction_id="t0"))
+        assert repeated.value.response_status_code == 400
+        assert repeated.value.error.code == "ErrorDuplicateTransactionId"
+        assert repeated.value.error.message == (
+            "The TransactionId specified in the request has already been used to create a "
+            "different event."
+        )
 
         got = await events.by_event_id(created[1].id).get()
         assert got.subject == "Meeting 1"
@@ -99,6 +107,103 @@ def test_sdk_creates_reads_pages_updates_and_deletes_events(emulator: Emulator) 
     emulator.run(scenario())
     stored = emulator.state()["events"][uid]
     assert sorted(e["subject"] for e in stored) == ["Meeting 0", "Meeting 1", "Meeting 4", "Moved"]
+
+
+DUPLICATE = "ErrorDuplicateTransactionId"
+
+
+def test_sdk_a_repeated_transaction_id_and_the_switch_that_returns_the_first_event(
+    emulator: Emulator,
+) -> None:
+    """Refused while the first event lives and after it is deleted; `transaction_returns_first`
+    (a standing fault) brings back the emulator's old answer: the first event, 201, or a new
+    one when the first is gone; clearing the faults makes it strict again."""
+    uid = emulator.add_user("abe@contoso.example")
+
+    async def refused(events, subject: str, tx: str) -> ODataError:  # type: ignore[no-untyped-def]
+        with pytest.raises(ODataError) as error:
+            await events.post(_event(subject, DAY, transaction_id=tx))
+        return error.value
+
+    async def scenario() -> None:
+        events = emulator.client().users.by_user_id(uid).events
+        first = await events.post(_event("First", DAY, transaction_id="tx-1"))
+        gone = await events.post(_event("Gone", DAY, transaction_id="tx-2"))
+        await events.by_event_id(gone.id).delete()
+        for tx in ("tx-1", "tx-2"):
+            error = await refused(events, "Again", tx)
+            assert (error.response_status_code, error.error.code) == (400, DUPLICATE)
+
+        switch = {"kind": "transaction_returns_first", "mailbox": uid}
+        assert emulator.control("POST", "/faults", switch).status_code == 201
+        again = await events.post(_event("Again", DAY, transaction_id="tx-1"))
+        assert again.id == first.id and again.subject == "First"
+        remade = await events.post(_event("Remade", DAY, transaction_id="tx-2"))
+        assert remade.id != gone.id and remade.subject == "Remade"
+
+        assert emulator.control("DELETE", "/faults").status_code == 204
+        error = await refused(events, "Strict again", "tx-1")
+        assert (error.response_status_code, error.error.code) == (400, DUPLICATE)
+
+    emulator.run(scenario())
+    assert sorted(e["subject"] for e in emulator.state()["events"][uid]) == ["First", "Remade"]
+    other = {"kind": "transaction_returns_first", "count": 1}
+    assert emulator.control("POST", "/faults", other).status_code == 400, "a standing fault"
+
+
+def test_sdk_a_create_failed_after_the_write_then_retried_inside_a_batch(
+    emulator: Emulator,
+) -> None:
+    """`fail_after_write`: the create is made, its answer is a 503; sent again in a `$batch` with
+    the same transactionId, its inner answer is Graph's 400 (201 with the first event under the
+    switch)."""
+    uid = emulator.add_user("bea@contoso.example")
+    wrong = {"kind": "fail_after_write", "status": 429}
+    assert emulator.control("POST", "/faults", wrong).status_code == 400, "a 5xx, not a 429"
+    armed = {"kind": "fail_after_write", "mailbox": uid, "method": "POST", "count": 1}
+    assert emulator.control("POST", "/faults", armed).status_code == 201
+
+    async def batch(events, client) -> dict[str, tuple[int, dict]]:  # type: ignore[no-untyped-def]
+        items = {
+            "retried": BatchRequestItem(
+                request_information=events.to_post_request_information(
+                    _event("Made once", DAY, transaction_id="tx-once")
+                ),
+                id="retried",
+            ),
+            "new": BatchRequestItem(
+                request_information=events.to_post_request_information(
+                    _event("New", DAY + timedelta(hours=2), transaction_id="tx-new")
+                ),
+                id="new",
+            ),
+        }
+        base = client.request_adapter.base_url.rstrip("/")
+        for item in items.values():  # absolute once the client has sent a request (exchange.py)
+            item.url = item.url.removeprefix(base)
+        info = await client.batch.to_post_request_information(BatchRequestContent(items))
+        raw = await client.request_adapter.send_primitive_async(info, "bytes", {})
+        answers = json.loads(raw)["responses"]
+        return {a["id"]: (a["status"], a.get("body") or {}) for a in answers}
+
+    async def scenario() -> tuple[dict, dict]:
+        client = emulator.client()
+        events = client.users.by_user_id(uid).events
+        with pytest.raises(ODataError) as failed:
+            await events.post(_event("Made once", DAY, transaction_id="tx-once"))
+        assert failed.value.response_status_code == 503
+        strict = await batch(events, client)
+        switch = {"kind": "transaction_returns_first"}
+        assert emulator.control("POST", "/faults", switch).status_code == 201
+        return strict, await batch(events, client)
+
+    strict, kind = emulator.run(scenario())
+    assert strict["retried"][0] == 400 and strict["retried"][1]["error"]["code"] == DUPLICATE
+    assert strict["new"][0] == 201
+    made = {e["transactionId"]: e for e in emulator.state()["events"][uid]}
+    assert sorted(made) == ["tx-new", "tx-once"], "the failed create was made, once"
+    assert kind["retried"][0] == 201 and kind["retried"][1]["id"] == made["tx-once"]["id"]
+    assert kind["new"][0] == 201 and kind["new"][1]["id"] == made["tx-new"]["id"]
 
 
 def test_sdk_delta_round_trip_reports_a_deletion(emulator: Emulator) -> None:

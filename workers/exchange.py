@@ -2,8 +2,9 @@
 
 Every call goes through the mailbox gate (core.microsoft.throttle): shared `Retry-After` waits
 and at most four requests in flight per mailbox across all workers. Events are created in the
-primary calendar with our mark and a deterministic `transactionId`, so a retried create returns the
-first event instead of a second one.
+primary calendar with our mark and a deterministic `transactionId`, so a retried create never
+makes a second event: Graph refuses it (400 ErrorDuplicateTransactionId, `DuplicateTransaction`
+or `Answer.duplicate_transaction`) and workers.projection_writes adopts the first by our mark.
 
 Many writes to one mailbox go in `$batch` calls of up to 20 (`send_batch`), built with the
 SDK's BatchRequestContent. Three traps of msgraph-core are worked around here (research/graph.md
@@ -50,6 +51,9 @@ from workers.projection import EventDraft
 
 log = logging.getLogger(__name__)
 
+# Graph's code for a create whose transactionId was used already (reported by integrators;
+# Microsoft documents what transactionId is for, not this answer).
+DUPLICATE_TRANSACTION = "ErrorDuplicateTransactionId"
 BATCH_LIMIT = 20  # requests per $batch (Graph's limit)
 BATCH_PARALLEL = 4  # inner requests Outlook runs at once
 LIST_PAGE = 500
@@ -87,6 +91,27 @@ class Answer:
             raise RuntimeError("Graph answered without the event")
         return Written(self.body["id"], self.body.get("changeKey") or "")
 
+    @property
+    def error_code(self) -> str:
+        """Graph's error code, "" for none."""
+        return _error_code(self)
+
+    @property
+    def duplicate_transaction(self) -> bool:
+        """A create refused because its transactionId made an event already."""
+        return self.status == 400 and self.error_code == DUPLICATE_TRANSACTION
+
+    @classmethod
+    def duplicate(cls) -> Answer:
+        """The answer `duplicate_transaction` recognizes, for a create sent on its own."""
+        return cls(400, {"error": {"code": DUPLICATE_TRANSACTION}})
+
+
+class DuplicateTransaction(Exception):
+    """Graph refused a create: 400 ErrorDuplicateTransactionId, its transactionId made an event
+    already. A create sent again after Graph carried it out (its answer lost to a 5xx or a
+    timeout, then retried) gets this answer instead of the first event."""
+
 
 class MailboxRefused(Exception):
     """Graph answered 403: the app (or the service account) may not write this mailbox."""
@@ -97,13 +122,20 @@ class BatchIncomplete(Exception):
 
 
 def create(ctx: WorkerContext, mailbox: str, draft: EventDraft, mark: str, tx: str) -> Written:
+    """The new event; DuplicateTransaction when `tx` made one already (find it by `mark`)."""
     event = _event(draft)
     event.transaction_id = tx
     event.single_value_extended_properties = [
         SingleValueLegacyExtendedProperty(id=MARK_PROPERTY_ID, value=mark)
     ]
     events = ctx.graph.users.by_user_id(mailbox).events
-    return _written(ctx.run(_call(ctx, mailbox, lambda: events.post(event))))
+    try:
+        return _written(ctx.run(_call(ctx, mailbox, lambda: events.post(event))))
+    except ODataError as exc:
+        code = exc.error.code if exc.error else None
+        if exc.response_status_code == 400 and code == DUPLICATE_TRANSACTION:
+            raise DuplicateTransaction(tx) from None
+        raise
 
 
 def update(ctx: WorkerContext, mailbox: str, event_id: str, draft: EventDraft) -> Written | None:
@@ -221,7 +253,8 @@ def send_batch(
     Inner answers that are transient (429, 503 and other 5xx, 424 for a failed dependency) are
     sent again in a smaller batch after the wait their `Retry-After` asks for, shared with every
     worker through the gate; creates carry their transactionId, so a create that did happen
-    before its 503 is not made twice. An inner 403 is the mailbox refusing us.
+    before its 503 is not made twice (its answer is then Graph's 400 ErrorDuplicateTransactionId,
+    left to the caller). An inner 403 is the mailbox refusing us.
     """
     if len(requests) > BATCH_LIMIT:
         raise ValueError(f"a $batch takes at most {BATCH_LIMIT} requests, got {len(requests)}")

@@ -29,7 +29,8 @@ def parse_mark(value: str) -> tuple[str, str, str] | None:
 def transaction_id(
     deployment_id: str, kind: str, item_id: str, mailbox: str, generation: int
 ) -> str:
-    """Deterministic per (item, mailbox, generation): a retried create returns the first event,
-    and a projection re-created after a deletion gets a new generation, hence a new id."""
+    """Deterministic per (item, mailbox, generation): a retried create never makes a second
+    event (Graph refuses the id it has seen: workers.projection_writes adopts the first), and a
+    projection re-created after a deletion gets a new generation, hence a new id."""
     name = f"{deployment_id}:{kind}:{item_id}:{mailbox}:{generation}"
     return str(uuid.uuid5(_TRANSACTION_NAMESPACE, name))

@@ -17,7 +17,8 @@ The rules (DESIGN.md, "Ownership"):
   staff member edited it), unless the edit policy keeps staff members' edits;
 - a mapped event the mailbox does not show is patched, and only the patch's 404 makes it again,
   with the next generation's transactionId; a create that never answered is made again with its
-  own transactionId, so Graph returns the first event if it did happen.
+  own transactionId, so Graph refuses it (400 ErrorDuplicateTransactionId) if it did happen, and
+  the executor (workers.projection_writes) plans the event our mark finds, as here.
 
 `needed_read` tells a caller that did not list the mailbox which one read makes `found` enough.
 """

@@ -19,7 +19,7 @@ from emulators.graph import delta as delta_rounds
 from emulators.graph import events as ev
 from emulators.graph import query
 from emulators.graph.auth import bearer
-from emulators.graph.errors import GraphError, access_denied, bad_request
+from emulators.graph.errors import GraphError, access_denied, bad_request, error_body
 from emulators.graph.faults import Faults
 from emulators.graph.odata import apply_select, compile_filter, parse_expand, parse_select
 from emulators.graph.store import Store, User
@@ -102,6 +102,26 @@ def answer_late(response: Response) -> Response:
     if g.get("slow_response"):
         time.sleep(g.slow_response)
     return response
+
+
+@bp.after_request
+def fail_after_write(response: Response) -> Response:
+    """An armed `fail_after_write` fault: the write went through, its answer is a 5xx."""
+    if request.method == "GET" or response.status_code >= 300:
+        return response
+    mailbox = g.get("mailbox")
+    fault = faults().take("fail_after_write", mailbox.id if mailbox else None, request.method)
+    if fault is None:
+        return response
+    status = fault.params.get("status", 503)
+    code = {500: "InternalServerError", 502: "BadGateway", 504: "GatewayTimeout"}.get(
+        status, "ServiceUnavailable"
+    )
+    failed = jsonify(
+        error_body(code, "The service is temporarily unavailable. Please retry later.")
+    )
+    failed.status_code = status
+    return failed
 
 
 @bp.teardown_request
@@ -316,7 +336,11 @@ def list_events(user: str, calendar: str | None = None) -> Response:
 def create_event(user: str, calendar: str | None = None) -> Response:
     _calendar(calendar)
     query.args(set())
-    event, _created = store().create_event(g.mailbox.id, _json_body())
+    first = any(
+        f.params.get("mailbox") in (None, g.mailbox.id)
+        for f in faults().standing("transaction_returns_first")
+    )
+    event, _created = store().create_event(g.mailbox.id, _json_body(), return_first=first)
     return _event_response(ev.master_instance(event), 201)
 
 

@@ -25,8 +25,45 @@ KINDS: dict[str, set[str]] = {
     # The request is carried out, then its answer waits: a client that dies meanwhile never
     # learns that its write happened (what transactionId and our mark are for).
     "slow_response": {"seconds", "mailbox"},
+    # The write is carried out, then answered with a 5xx (`status`, 503 unless told): Graph's
+    # "503 after the write", after which a client retries a create Graph already made.
+    "fail_after_write": {"status", "mailbox", "method"},
+    # Standing: a repeated transactionId on a create returns the first event (201), as the
+    # emulator once did, instead of Graph's 400 ErrorDuplicateTransactionId.
+    "transaction_returns_first": {"mailbox"},
 }
-_STANDING = {"forbidden", "notification_reorder", "expire_delta"}
+_STANDING = {"forbidden", "notification_reorder", "expire_delta", "transaction_returns_first"}
+
+# Delta paging as Graph really pages it (research/graph-reality.md item 1), on one mailbox or,
+# without `mailbox`, on all: emulators.graph.delta says what each does.
+KINDS.update({
+    "delta_oversize": {"mailbox"},  # a series is never split: pages larger than asked
+    "delta_repeat_link": {"mailbox"},  # the nextLink a page was fetched with, again
+    "delta_changing_links": {"mailbox"},  # the last page again, under a new link, forever
+    "delta_empty_pages": {"mailbox", "pages"},  # `pages` empty pages before each page of items
+    # 503/504 (UnknownError) to delta on a mailbox holding at least `series` recurring series.
+    "delta_unavailable": {"mailbox", "status", "series", "retry_after"},
+})  # fmt: skip
+_STANDING |= {"delta_oversize", "delta_repeat_link", "delta_changing_links", "delta_empty_pages"}
+
+# Subscriptions and delivery on Graph's cadence (research/graph-reality.md item 5): standing
+# switches, on until DELETE /faults. emulators.graph.subscriptions and .notify say what each does.
+KINDS.update({
+    "reauthorization_required": {"every", "mailbox"},  # each subscription, every `every` s
+    "subscription_removed": {"every", "mailbox"},  # one subscription removed every `every` s
+    "missed": {"mailbox"},  # dropped notifications earn their subscription a `missed`
+    "notification_batch": {"window", "size"},  # notifications within `window` s in one POST
+    "notification_retry": {"first", "longest", "give_up"},  # failed deliveries' schedule, s
+    "subscription_page": {"size"},  # GET /subscriptions pages of `size` (Graph's own: 100)
+    "allow_duplicate_subscriptions": set(),  # no 409 for a second one of a resource
+    # Not standing: a 429 as Exchange answers one over MailboxConcurrency, with `Retry-After`
+    # only when `retry_after` is given (emulators.graph.throttle).
+    "concurrency_throttle": {"mailbox", "method", "retry_after"},
+})  # fmt: skip
+_STANDING |= {
+    "reauthorization_required", "subscription_removed", "missed", "notification_batch",
+    "notification_retry", "subscription_page", "allow_duplicate_subscriptions",
+}  # fmt: skip
 
 
 class FaultSpecError(ValueError):
@@ -81,6 +118,18 @@ def parse(spec: Any) -> Fault:
     _number(spec, "hold_seconds", 0)
     if kind == "throttle" and spec.get("status", 429) not in (429, 503):
         raise FaultSpecError(f"status must be 429 or 503, got {spec.get('status')!r}")
+    if kind == "fail_after_write" and spec.get("status", 503) not in (500, 502, 503, 504):
+        raise FaultSpecError(f"status must be 500, 502, 503 or 504, got {spec.get('status')!r}")
+    if kind == "delta_unavailable" and spec.get("status", 503) not in (503, 504):
+        raise FaultSpecError(f"status must be 503 or 504, got {spec.get('status')!r}")
+    _number(spec, "pages", 1, integer=True)
+    _number(spec, "series", 1, integer=True)
+    for key in ("every", "window", "first", "longest", "give_up"):
+        _number(spec, key, 0.01)
+    if kind in ("notification_batch", "subscription_page"):
+        _number(spec, "size", 1, integer=True)
+    if kind in ("reauthorization_required", "subscription_removed") and "every" not in spec:
+        raise FaultSpecError(f"{kind} needs every (seconds)")
     if "method" in spec and spec["method"] not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
         raise FaultSpecError(f"method must be an HTTP method in capitals, got {spec['method']!r}")
     if "mailbox" in spec and not isinstance(spec["mailbox"], str):

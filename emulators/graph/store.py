@@ -154,13 +154,25 @@ class Store:
         event.changed_seq = self.seq
 
     def create_event(
-        self, mailbox: str, body: dict[str, Any], privileged: bool = False
-    ) -> tuple[ev.Event, bool]:
-        """(event, created); a repeated transactionId returns the first event, as Graph does."""
+        self, mailbox: str, body: dict[str, Any], privileged: bool = False,
+        return_first: bool = False,
+    ) -> tuple[ev.Event, bool]:  # fmt: skip
+        """(event, created). A repeated transactionId is refused as integrators report Graph
+        refusing it: 400 ErrorDuplicateTransactionId (Microsoft documents what the id is for,
+        not this answer). Refused also when the first event has since been deleted: nothing
+        says Graph forgets the id, so the strict answer is assumed. `return_first` (the
+        `transaction_returns_first` fault) returns the first event instead, or makes a new one
+        if it is gone, as the emulator used to."""
         with self.lock:
             owner = self.user(mailbox)
             tx = body.get("transactionId")
             if isinstance(tx, str) and (owner.id, tx) in self.by_transaction:
+                if not return_first:
+                    raise GraphError(
+                        400, "ErrorDuplicateTransactionId",
+                        "The TransactionId specified in the request has already been used to "
+                        "create a different event.",
+                    )  # fmt: skip
                 existing = self.events[owner.id].get(self.by_transaction[(owner.id, tx)])
                 if existing is not None:
                     return existing, False
