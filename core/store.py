@@ -48,6 +48,7 @@ delivery_key = Key("delivery:{}:{}")  # (source, id) a webhook delivery seen (de
 # Graph subscriptions (subscriptions.manager).
 subscription_key = Key("subscription:{}")  # hash: mailbox, client_state, expires_at, resource
 subscription_of_key = Key("subscription_of:{}")  # (user_id) the subscription id of a mailbox
+receiver_urls_key = Key("receiver_urls")  # set: every notificationUrl this deployment subscribed
 # One staff member and their mailbox.
 staff_key = Key("staff:{}")  # hash: the matched mailbox (user_id, address), warning, error
 mailbox_override_key = Key("staff:{}:mailbox_override")  # the admin's address for the match

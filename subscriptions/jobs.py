@@ -2,6 +2,14 @@
 
 Each takes an id (a subscription's, a mailbox's, or "all") and does its work through
 subscriptions.manager; the web process queues them by dotted path and never calls Graph.
+
+The four jobs on one subscription coalesce as one item (core.job_kinds: kind "subscription"), so
+whichever waits runs for all that were asked: a waiting renewal or reauthorization stands for a
+recreate that a `subscriptionRemoved` asked for. None loses it: each meets Graph's 404 for the
+removed subscription and recreates it (manager.renew, manager.reauthorize, even when a recent
+reauthorization lets the notice off with a read), and a waiting delete was the admin's word.
+A mailbox that another deployment's subscription holds (Graph's 409) fails no job: the
+conflict is on the mailbox's row, and the next reconciliation tries again.
 """
 
 from __future__ import annotations
@@ -59,6 +67,6 @@ def register(target: str) -> None:
             return
         for staff, mailbox in directory.staff_mailboxes(ctx):
             if target in (str(staff.id), staff.email.lower(), mailbox.address):
-                manager.ensure(ctx, mailbox.user_id)
+                manager.subscribe(ctx, mailbox.user_id)
 
     jobs.run_coalesced(ctx.redis, JobKind.REGISTER_SUBSCRIPTIONS, target, lambda _: one_round())

@@ -57,7 +57,7 @@ def _queue_everything(connection_name: str) -> int:
         if ctx.redis.hget(store.initial_sync_staff_key(staff_id), "listed"):
             continue  # a resumed run: this staff member's items are queued already
         if ctx.impersonation:
-            manager.ensure(ctx, mailbox.user_id)  # real-time from now on; delegated mode polls
+            manager.subscribe(ctx, mailbox.user_id)  # real-time from now on; delegated mode polls
         members = [
             staff_projection.progress_member(staff_id, item.kind, item.item_id)
             for item in items_of(ctx, staff)

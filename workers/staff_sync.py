@@ -51,7 +51,7 @@ def sync_staff_mailbox(staff_id: str) -> None:
     if user_id is None or not ctx.syncing:
         return
     if ctx.impersonation:
-        manager.ensure(ctx, user_id)
+        manager.subscribe(ctx, user_id)
     # A new time zone or match is the mailbox round's to notice (its `covers`): a full round.
     jobs.ensure_queued(ctx.queue, JobKind.SYNC_MAILBOX, user_id)
 

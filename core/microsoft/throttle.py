@@ -4,12 +4,19 @@ Exchange throttles per app and mailbox (4 concurrent requests, 10,000 per 10 min
 Graph answers 429 or 503 with `Retry-After`, every worker writing to that mailbox must wait, not
 only the one that was told, so the wait is kept in Redis. The SDK's own retry handler is off
 (core.microsoft.graph) because it waits alone and ignores fractional `Retry-After` values.
+
+A 429 or 503 without `Retry-After` (Exchange sends some) backs the mailbox off exponentially,
+the mailbox's, not one call's: each such answer, from any worker, is a strike counted in Redis,
+and the n-th strike in a row blocks every worker for base * 2^(n-1) seconds (at most the
+policy's maximum), jittered down by up to half, so workers told at once do not come back at
+once. Strikes are forgotten after a quiet spell of twice the last wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -133,11 +140,19 @@ class MailboxGate:
         if status not in (429, 503):
             return backoff
         asked = retry_after_seconds(exc) if exc else None
-        delay = asked if asked is not None else backoff
+        delay = asked if asked is not None else self._strike(mailbox)
         # The wait happens in _blocked before the next attempt, for every worker on the mailbox.
         self._block(mailbox, delay)
         log.info("graph.throttled", extra={"mailbox": mailbox, "status": status, "wait": delay})
         return 0.0
+
+    def _strike(self, mailbox: str) -> float:
+        """One more answer without `Retry-After` for the mailbox: how long all must wait."""
+        key = self._key("strikes", mailbox)
+        strikes = int(self.conn.incr(key))  # type: ignore[arg-type]
+        full = min(RetryPolicy.max_seconds, RetryPolicy.base_seconds * 2 ** (strikes - 1))
+        self.conn.expire(key, max(1, int(full * 2) + 1))
+        return full - random.uniform(0, full / 2)
 
     def hold(self, mailbox: str, seconds: float) -> None:
         """Make every worker's next call to the mailbox wait `seconds`: an inner `$batch` answer

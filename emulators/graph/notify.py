@@ -2,10 +2,17 @@
 
 One sender thread takes due deliveries from a heap and posts each in a small pool, so one slow
 endpoint does not hold up the others. A delivery that gets no 2xx within the timeout is retried
-with exponential backoff for up to four hours (all delays times `--notify-retry-scale`).
+with exponential backoff, 10 s doubling up to an hour between tries, for up to four hours (as
+Graph's current delivery documentation says; all times `--notify-retry-scale`, or exactly as a
+`notification_retry` switch gives them: `first`, `longest`, `give_up` seconds).
 Each endpoint's answer times are kept for a ten-minute window: above 10 % slow answers its new
 notifications are delayed, above 15 % they are dropped, as the delivery contract says.
-Faults (drop, duplicate, delay, reorder) act when a notification is queued.
+Faults (drop, duplicate, delay, reorder) act when a notification is queued. With a
+`notification_batch` switch, notifications for one URL queued within `window` seconds go in one
+POST (at most `size`, 100 unless told), as Graph may send several at once; change and lifecycle
+notifications are never mixed. Every notification given up (dropped by a fault or a slow
+endpoint, or out of retries) is handed to `on_drop` (emulators.graph.subscriptions answers with
+`missed`). The counters count notifications, and `posts` the POSTs that carried them.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from emulators.graph.faults import Faults
+from emulators.graph.faults import Fault, Faults
 from emulators.graph.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,8 +40,9 @@ SLOW_SECONDS = 2.9
 WINDOW = 600.0
 MIN_SAMPLES = 10
 SLOW_SHARE, DROP_SHARE = 0.10, 0.15
-FIRST_RETRY, MAX_RETRY, GIVE_UP = 10.0, 600.0, 4 * 3600.0
+FIRST_RETRY, MAX_RETRY, GIVE_UP = 10.0, 3600.0, 4 * 3600.0
 SLOW_DELAY = 10.0
+BATCH_SIZE = 100
 
 
 @dataclass(order=True)
@@ -47,6 +55,12 @@ class Delivery:
     attempt: int = field(compare=False, default=0)
     mailbox: str | None = field(compare=False, default=None)
     changed_at: float = field(compare=False, default=0.0)  # wall clock, for Store.announced
+    # Notifications batched into this one after it was queued: (mailbox, changed_at) each.
+    joined: list[tuple[str | None, float]] = field(compare=False, default_factory=list)
+    batch: tuple[str, bool] | None = field(compare=False, default=None)  # (url, announces)
+
+    def count(self) -> int:
+        return len(self.payload.get("value") or ()) or 1
 
 
 class Notifier:
@@ -66,7 +80,9 @@ class Notifier:
         self._client = httpx.Client(timeout=TIMEOUT, verify=verify)
         self._posting = 0  # posts handed to the pool and not finished, under _cond
         self._thread = threading.Thread(target=self._run, name="graph-notifier", daemon=True)
+        self._open: dict[tuple[str, bool], Delivery] = {}  # batches still taking notifications
         self.tick: Callable[[], None] | None = None
+        self.on_drop: Callable[[dict[str, Any], str | None], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -81,37 +97,58 @@ class Notifier:
 
     # -- queueing --------------------------------------------------------------------------
     def send(
-        self, url: str, payload: dict[str, Any], mailbox: str | None, *, announces: bool = True
-    ) -> None:
-        """Queues one notification POST, after the armed faults have had their say.
-        `announces`: it tells of a change (a lifecycle notification does not)."""
-        if self.faults.take("notification_drop", mailbox) is not None:
-            self._count("dropped")
+        self, url: str, payload: dict[str, Any], mailbox: str | None, *, announces: bool = True,
+        faulted: bool = True,
+    ) -> None:  # fmt: skip
+        """Queues one notification POST, after the armed faults have had their say (unless not
+        `faulted`). `announces`: it tells of a change (a lifecycle notification does not)."""
+        if faulted and self.faults.take("notification_drop", mailbox) is not None:
+            self._dropped(payload, mailbox)
             log.info("notification dropped by fault")
             return
         delay = 0.0
-        fault = self.faults.take("notification_delay", mailbox)
+        fault = self.faults.take("notification_delay", mailbox) if faulted else None
         if fault is not None:
             delay = float(fault.params["seconds"])
         state = self.endpoint_state(url)
         if state == "drop":
-            self._count("dropped")
+            self._dropped(payload, mailbox)
             log.info("notification dropped: endpoint is too slow")
             return
         if state == "slow":
             delay += SLOW_DELAY * self.scale
-        copies = 2 if self.faults.take("notification_duplicate", mailbox) is not None else 1
+        duplicate = faulted and self.faults.take("notification_duplicate", mailbox) is not None
+        copies = 2 if duplicate else 1
         now, changed_at = time.monotonic(), time.time() if announces else 0.0
+        reorder = faulted and bool(self.faults.standing("notification_reorder"))
+        batching = [] if delay or reorder else self.faults.standing("notification_batch")
         for _ in range(copies):
             item = Delivery(now + delay, next(self._seq), url, payload, now, 0, mailbox, changed_at)
             with self._cond:
-                if self.faults.standing("notification_reorder"):
+                if batching and self._join(item, batching[0], announces):
+                    continue
+                if reorder:
                     if not self._held:
                         self._held_since = now
                     self._held.append(item)
                 else:
                     heapq.heappush(self._heap, item)
                 self._cond.notify_all()
+
+    def _join(self, item: Delivery, switch: Fault, announces: bool) -> bool:
+        """Batch the notification (under _cond): into the open batch for its URL if it has
+        room (True), else it opens one that leaves `window` seconds from now (False)."""
+        key = (item.url, announces)
+        open_ = self._open.get(key)
+        if open_ is not None and open_.count() < int(switch.params.get("size", BATCH_SIZE)):
+            open_.payload["value"].extend(item.payload["value"])
+            open_.joined.append((item.mailbox, item.changed_at))
+            return True
+        item.payload = {**item.payload, "value": list(item.payload["value"])}  # its own list
+        item.due += float(switch.params.get("window", 0.1))
+        item.batch = key
+        self._open[key] = item
+        return False
 
     def _release_held(self, now: float) -> None:
         """Hands out a held batch in reverse once it is full or held long enough."""
@@ -146,7 +183,10 @@ class Notifier:
                 self._release_held(now)
                 due = []
                 while self._heap and self._heap[0].due <= now:
-                    due.append(heapq.heappop(self._heap))
+                    popped = heapq.heappop(self._heap)
+                    if popped.batch is not None and self._open.get(popped.batch) is popped:
+                        del self._open[popped.batch]  # full or not, it goes as it is
+                    due.append(popped)
                 wait = min(self._heap[0].due - now, 0.2) if self._heap else 0.2
                 if not due:
                     self._cond.wait(max(wait, 0.01))
@@ -165,7 +205,8 @@ class Notifier:
 
     def _attempt(self, item: Delivery) -> None:
         item.attempt += 1
-        self._count("sent")
+        self._count("sent", item.count())
+        self._count("posts")
         started = time.monotonic()
         ok = False
         try:
@@ -177,15 +218,17 @@ class Notifier:
         elapsed = time.monotonic() - started
         self._record(item.url, elapsed > SLOW_SECONDS or elapsed >= TIMEOUT)
         if ok:
-            self._count("delivered")
-            if item.mailbox is not None and item.changed_at:
-                self.store.announced(item.mailbox, item.changed_at)
+            self._count("delivered", item.count())
+            for mailbox, changed_at in [(item.mailbox, item.changed_at), *item.joined]:
+                if mailbox is not None and changed_at:
+                    self.store.announced(mailbox, changed_at)
             return
         log.info("notification attempt %d failed: %s", item.attempt, outcome)
-        backoff = min(FIRST_RETRY * 2 ** (item.attempt - 1), MAX_RETRY) * self.scale
+        first, longest, give_up = self.schedule()
+        backoff = min(first * 2 ** (item.attempt - 1), longest)
         now = time.monotonic()
-        if now + backoff - item.first > GIVE_UP * self.scale:
-            self._count("dropped")
+        if now + backoff - item.first > give_up:
+            self._dropped(item.payload, item.mailbox)
             return
         item.due = now + backoff
         with self._cond:
@@ -212,6 +255,23 @@ class Notifier:
             return "drop"
         return "slow" if share > SLOW_SHARE else "ok"
 
-    def _count(self, name: str) -> None:
+    def schedule(self) -> tuple[float, float, float]:
+        """(first retry, longest wait between tries, give up after), in seconds."""
+        switch = self.faults.standing("notification_retry")
+        params = switch[0].params if switch else {}
+        default = (FIRST_RETRY * self.scale, MAX_RETRY * self.scale, GIVE_UP * self.scale)
+        return (
+            float(params.get("first", default[0])),
+            float(params.get("longest", default[1])),
+            float(params.get("give_up", default[2])),
+        )
+
+    def _dropped(self, payload: dict[str, Any], mailbox: str | None) -> None:
+        self._count("dropped", len(payload.get("value") or ()) or 1)
+        if self.on_drop is not None:
+            self.on_drop(payload, mailbox)
+
+    def _count(self, name: str, n: int = 1) -> None:
         with self.store.lock:
-            self.store.counters["notifications"][name] += 1
+            counters = self.store.counters["notifications"]
+            counters[name] = counters.get(name, 0) + n

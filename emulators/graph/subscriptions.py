@@ -5,14 +5,31 @@ Rules (research/graph.md §1-§4): the handshake POSTs `?validationToken=` to no
 lifecycleNotificationUrl and needs a 200 text/plain echo of the decoded token within 10 s, else
 400; expiry under 45 minutes is raised to 45, more than 10,070 minutes is refused (live Graph
 refuses 10,080); `clientState` is never returned by GET; 1,000 subscriptions per mailbox.
+
+As Graph does (research/graph-reality.md item 3 and 5): a second subscription of one app with the
+resource and changeType of a live one is refused with 409 Conflict (unless the
+`allow_duplicate_subscriptions` switch is on); `GET /subscriptions` is paged by
+`@odata.nextLink` (PAGE_SIZE, or a `subscription_page` switch's `size`); notifications write
+`subscriptionExpirationDateTime` with seven fractional digits and `Z`. Lifecycle notifications
+come on Graph's cadence when switched on (faults, standing until cleared):
+`reauthorization_required` sends `reauthorizationRequired` to each subscription `every` seconds
+after it was last authorized (created, reauthorized or renewed) or last told, until it is;
+`subscription_removed` removes one live subscription every `every` seconds, with its
+`subscriptionRemoved`; `missed` answers notifications the emulator gave up on (dropped by a
+fault or a slow endpoint, or out of retries) with one `missed` per subscription (at most one a
+second). Each may name a `mailbox`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import random
 import re
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +59,8 @@ _WRITABLE = {
     "notificationUrlAppId", "@odata.type",
 }  # fmt: skip
 LIFECYCLE_EVENTS = {"reauthorizationRequired", "subscriptionRemoved", "missed"}
+PAGE_SIZE = 100
+MISSED_GAP = 1.0  # seconds: at most one `missed` a second per subscription
 
 
 @dataclass
@@ -57,6 +76,16 @@ class Subscription:
     application_id: str
     creator_id: str
     tls: str
+    # time.monotonic() of the last authorization (create, reauthorize, renew), of the last
+    # reauthorizationRequired sent, and of the last `missed` sent.
+    authorized_at: float = field(default_factory=time.monotonic)
+    told_at: float = 0.0
+    missed_at: float = float("-inf")
+
+    def target(self) -> tuple[str, str, str, frozenset[str]]:
+        """What Graph's duplicate rule compares: app, mailbox, resource and changeType."""
+        return (self.application_id, self.mailbox, _resource_tail(self.resource),
+                frozenset(self.change_type.split(",")))  # fmt: skip
 
     def render(self, with_state: bool) -> dict[str, Any]:
         return {
@@ -85,11 +114,14 @@ class Subscriptions:
     def __init__(self, store: Store, notifier: Notifier, verify: Any = True) -> None:
         self.store = store
         self.notifier = notifier
+        self.faults = notifier.faults
         self.lock = threading.Lock()
         self.items: dict[str, Subscription] = {}
         self.verify = verify
+        self._removal_clock: dict[int, float] = {}  # id(switch) -> when it last removed one
         store.listeners.append(self.on_change)
         notifier.tick = self.sweep
+        notifier.on_drop = self.dropped
 
     def live(self, sub_id: str) -> Subscription | None:
         with self.lock:
@@ -100,11 +132,65 @@ class Subscriptions:
             return sub
 
     def sweep(self) -> None:
-        """Graph deletes expired subscriptions; nothing is sent for them any more."""
+        """Graph deletes expired subscriptions; nothing is sent for them any more. Then the
+        lifecycle notifications that are due on the switched-on cadence."""
         now = utcnow()
         with self.lock:
             for sub_id in [s.id for s in self.items.values() if s.expiration <= now]:
                 del self.items[sub_id]
+        self._reauthorizations()
+        self._removals()
+
+    def _reauthorizations(self) -> None:
+        switches = self.faults.standing("reauthorization_required")
+        if not switches:
+            return
+        now, due = time.monotonic(), []
+        with self.lock:
+            for sub in self.items.values():
+                for switch in switches:
+                    if switch.params.get("mailbox") not in (None, sub.mailbox):
+                        continue
+                    if now - max(sub.authorized_at, sub.told_at) >= float(switch.params["every"]):
+                        sub.told_at = now
+                        due.append(sub)
+                        break
+        for sub in due:
+            self.lifecycle(sub, "reauthorizationRequired")
+
+    def _removals(self) -> None:
+        switches = self.faults.standing("subscription_removed")
+        now = time.monotonic()
+        self._removal_clock = {id(s): self._removal_clock.get(id(s), now) for s in switches}
+        for switch in switches:
+            if now - self._removal_clock[id(switch)] < float(switch.params["every"]):
+                continue
+            self._removal_clock[id(switch)] = now
+            with self.lock:
+                live = [s for s in self.items.values() if s.expiration > utcnow()
+                        and switch.params.get("mailbox") in (None, s.mailbox)]  # fmt: skip
+                if not live:
+                    continue
+                sub = self.items.pop(random.choice(live).id)
+            self.lifecycle(sub, "subscriptionRemoved")
+
+    def dropped(self, payload: dict[str, Any], mailbox: str | None) -> None:
+        """Change notifications the emulator gave up on: with the `missed` switch on, their
+        subscriptions are told (lifecycle notifications given up on are not)."""
+        switches = self.faults.standing("missed")
+        if not any(f.params.get("mailbox") in (None, mailbox) for f in switches):
+            return
+        ids = {n.get("subscriptionId") for n in payload.get("value") or ()
+               if isinstance(n, dict) and "lifecycleEvent" not in n}  # fmt: skip
+        now, due = time.monotonic(), []
+        with self.lock:
+            for sub_id in ids:
+                sub = self.items.get(sub_id) if isinstance(sub_id, str) else None
+                if sub is not None and now - sub.missed_at >= MISSED_GAP:
+                    sub.missed_at = now
+                    due.append(sub)
+        for sub in due:  # the answer to a fault is not the fault's to drop again
+            self.lifecycle(sub, "missed", faulted=False)
 
     def remove(self, sub_id: str) -> Subscription | None:
         with self.lock:
@@ -134,7 +220,7 @@ class Subscriptions:
             data["@odata.etag"] = etag
         return {"value": [{
             "subscriptionId": sub.id,
-            "subscriptionExpirationDateTime": sub.expiration.isoformat(),
+            "subscriptionExpirationDateTime": format_utc(sub.expiration),
             "changeType": kind,
             "resource": resource,
             "resourceData": data,
@@ -142,18 +228,21 @@ class Subscriptions:
             "tenantId": self.store.settings.tenant,
         }]}  # fmt: skip
 
-    def lifecycle(self, sub: Subscription, event: str) -> bool:
-        """Sends a lifecycle notification; False when the subscription has no lifecycle URL."""
+    def lifecycle(self, sub: Subscription, event: str, *, faulted: bool = True) -> bool:
+        """Sends a lifecycle notification; False when the subscription has no lifecycle URL.
+        `faulted`: the notification faults may drop, duplicate or delay it."""
         if sub.lifecycle_url is None:
             return False
         payload = {"value": [{
             "subscriptionId": sub.id,
-            "subscriptionExpirationDateTime": sub.expiration.isoformat(),
+            "subscriptionExpirationDateTime": format_utc(sub.expiration),
             "tenantId": self.store.settings.tenant,
             "clientState": sub.client_state,
             "lifecycleEvent": event,
         }]}  # fmt: skip
-        self.notifier.send(sub.lifecycle_url, payload, sub.mailbox, announces=False)
+        self.notifier.send(
+            sub.lifecycle_url, payload, sub.mailbox, announces=False, faulted=faulted
+        )
         return True
 
     def handshake(self, url: str) -> bool:
@@ -208,6 +297,32 @@ def _expiry(value: Any) -> datetime:
             "ExtensionError",
         )
     return max(when, now + timedelta(minutes=MIN_MINUTES))
+
+
+def _resource_tail(resource: str) -> str:
+    """The resource past its mailbox (`events`, `calendar/events`...), in lower case: `me/...`,
+    `users/{id}/...` and `users/{upn}/...` name one mailbox's one resource."""
+    parts = resource.strip("/").lower().split("/")
+    return "/".join(parts[2:] if parts[0] == "users" else parts[1:])
+
+
+def _duplicate(sub: Subscription) -> GraphError | None:
+    """Graph's rule: one subscription per app, resource and changeType. The 409's wording is
+    the Graph documentation's ("Subscription Id ... already exists for the requested
+    combination"), wrapped as Outlook's subscription store wraps its refusals."""
+    if faults().standing("allow_duplicate_subscriptions"):
+        return None
+    target = sub.target()
+    now = utcnow()
+    found = next((s for s in subs().items.values() if s.expiration > now
+                  and s.target() == target), None)  # fmt: skip
+    if found is None:
+        return None
+    return GraphError(
+        409, "ExtensionError",
+        f"Operation: Create; Exception: [Status Code: Conflict; Reason: Subscription Id "
+        f"{found.id} already exists for the requested combination]",
+    )  # fmt: skip
 
 
 def _sub_not_found() -> GraphError:
@@ -307,6 +422,9 @@ def create_subscription() -> Response:
         tls=tls,
     )
     with subs().lock:
+        conflict = _duplicate(sub)
+        if conflict is not None:
+            raise conflict
         subs().items[sub.id] = sub
     context = f"{query.base_url()}/v1.0/$metadata#subscriptions/$entity"
     response = jsonify({"@odata.context": context, **sub.render(with_state=True)})
@@ -316,14 +434,34 @@ def create_subscription() -> Response:
 
 @bp.get("/subscriptions")
 def list_subscriptions() -> Response:
-    query.args(set())
+    """The app's live subscriptions by id, a page at a time; `$skiptoken` (opaque to clients)
+    names the last id of the page before, so a subscription deleted meanwhile skips none."""
+    after = _skiptoken(query.args({"$skiptoken"}).get("$skiptoken"))
+    switch = faults().standing("subscription_page")
+    size = int(switch[0].params.get("size", PAGE_SIZE)) if switch else PAGE_SIZE
     token = g.token
     with subs().lock:
-        found = [s for s in subs().items.values() if s.expiration > utcnow()
-                 and s.application_id == token.client_id
-                 and (not token.delegated or s.mailbox == token.user_id)]  # fmt: skip
-    return jsonify({"@odata.context": f"{query.base_url()}/v1.0/$metadata#subscriptions",
-                    "value": [s.render(with_state=False) for s in found]})  # fmt: skip
+        found = sorted((s for s in subs().items.values() if s.expiration > utcnow()
+                        and s.application_id == token.client_id
+                        and (not token.delegated or s.mailbox == token.user_id)
+                        and s.id > after), key=lambda s: s.id)  # fmt: skip
+    body: dict[str, Any] = {
+        "@odata.context": f"{query.base_url()}/v1.0/$metadata#subscriptions",
+        "value": [s.render(with_state=False) for s in found[:size]],
+    }
+    if len(found) > size:
+        last = base64.urlsafe_b64encode(found[size - 1].id.encode()).decode()
+        body["@odata.nextLink"] = query.link("/v1.0/subscriptions", {"$skiptoken": last})
+    return jsonify(body)
+
+
+def _skiptoken(value: str | None) -> str:
+    if value is None:
+        return ""
+    try:
+        return base64.b64decode(value.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad_request(f"Invalid $skiptoken {value!r}.", "BadRequest") from None
 
 
 @bp.get("/subscriptions/<sub_id>")
@@ -362,13 +500,16 @@ def renew_subscription(sub_id: str) -> Response:
             sub.expiration = expiration
         if url is not None:
             sub.notification_url = url
+        sub.authorized_at = time.monotonic()  # renewing reauthorizes too
     return jsonify(sub.render(with_state=False))
 
 
 @bp.post("/subscriptions/<sub_id>/reauthorize")
 def reauthorize_subscription(sub_id: str) -> Response:
     query.args(set())
-    _owned(sub_id)
+    sub = _owned(sub_id)
+    with subs().lock:
+        sub.authorized_at = time.monotonic()
     return Response(status=204)
 
 
