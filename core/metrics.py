@@ -51,6 +51,13 @@ SYNC_LAG = Histogram(
     ["direction"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
 )
+DELTA_FALLBACKS = Counter(
+    "exsync_delta_fallbacks",
+    "Mailbox rounds read whole by calendarView because delta misbehaved, by why: repeated_link, "
+    "no_progress, pages, items, time, no_link, unavailable (503/504), or backoff (delta failed "
+    "on that mailbox lately).",
+    ["reason"],
+)
 AUDIT_PUBLISHED = Counter("exsync_audit_events_published", "Audit events sent to the broker.")
 AUDIT_DROPPED = Counter(
     "exsync_audit_events_dropped",

@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     hold_share: float = Field(0.5, gt=0, le=1)
     hold_min_blocks: int = Field(4, ge=1)
     delta_page_limit: int = Field(500, ge=1)
+    # A delta round is bounded so Graph's paging cannot loop it (research/graph-reality.md
+    # item 1): besides the pages, the items it lists, its time (at most a third of
+    # EXSYNC_JOB_TIMEOUT, so the calendarView read that replaces it still fits) and the pages
+    # in a row that bring no item id it had not listed yet. A mailbox whose delta misbehaves is
+    # read by calendarView, and delta is tried on it again after this back-off, doubled after
+    # each further failure up to a day (workers.mailbox_sync).
+    delta_item_limit: int = Field(50_000, ge=1)
+    delta_round_seconds: float = Field(120, gt=0)
+    delta_stall_pages: int = Field(10, ge=1)
+    delta_retry_seconds: float = Field(900, ge=0)
     # A mailbox round that finds a burst (core.jobs.BURST_CHANGES notifications since its last
     # read) waits, this long at a time, while the burst keeps coming; at most 10 s.
     coalesce_settle_seconds: float = Field(0.3, ge=0, le=5)

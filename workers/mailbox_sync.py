@@ -26,6 +26,15 @@ so every mailbox gets a full round daily, spread evenly over the day.
 
 A write Coconut refuses (400, 404, 409, 422) fails that item alone (core.refusals): the rest
 of the round applies and its cursor is kept, and the item is tried again by a later full round.
+
+No mailbox stays unsynced because of Graph's delta paging (research/graph-reality.md item 1):
+a delta round that passes its bounds or misbehaves (workers.outlook_reads.DeltaFault) is
+replaced by a calendarView read of the whole window, and that round is a full one, with the
+same comparison and proofs. The mailbox's row on User Accounts warns, the metric
+exsync_delta_fallbacks_total counts it, and its later rounds read by calendarView too until a
+back-off passes (EXSYNC_DELTA_RETRY_SECONDS, doubled after each further failure, at most a day;
+an asked-for round does not wait): then delta is tried again, and a good delta round clears the
+warning.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 from core import audit, jobs, refusals, store
@@ -40,6 +50,7 @@ from core import reconcile as requests
 from core.coconut.models import Staff
 from core.connection import EditPolicy
 from core.job_kinds import PROJECTION_JOBS, JobKind
+from core.metrics import DELTA_FALLBACKS
 from core.sync_records import Block, dump
 from workers import block_plan, busy_blocks, busy_time, directory, exchange, outlook_reads
 from workers.block_plan import Instance, OwnEdit, Reads, RoundPlan
@@ -53,6 +64,9 @@ log = logging.getLogger(__name__)
 # The planner asks for series masters, then for marks of occurrences it could judge only then:
 # every read it asks for is answered before it plans again, so three passes always suffice.
 PLAN_PASSES = 3
+# A mailbox whose delta failed is read by calendarView for a while: at most this long at a time.
+DELTA_RETRY_MAX_SECONDS = 86_400.0
+DELTA_WARNING = "Graph's delta paging misbehaved"  # how our warning starts, to clear only ours
 
 
 def sync_mailbox(user_id: str) -> int:
@@ -74,20 +88,9 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
     window = f"{start.isoformat()}/{end.isoformat()}"
     state = _state(ctx, user_id)
     covers = f"{staff.id} {_zone(staff)}"  # whose blocks, in which zone
-    why = _full_reason(ctx, user_id, state, window, covers)
-    try:
-        items, delta_link = outlook_reads.read_round(
-            ctx, user_id, None if why else state["delta_link"], start, end
-        )
-    except outlook_reads.Stale:
-        log.info("mailbox.delta_stale", extra={"mailbox": user_id})
-        why = "Graph no longer knew the delta cursor"
-        items, delta_link = outlook_reads.read_round(ctx, user_id, None, start, end)
-    except outlook_reads.DeltaFault as exc:
-        ctx.redis.hset(store.mailbox_key(user_id), "fault", str(exc))
-        ctx.redis.hdel(store.mailbox_key(user_id), "delta_link")
-        log.warning("mailbox.delta_fault", extra={"mailbox": user_id, "reason": str(exc)})
-        raise
+    asked = _full_reason(ctx, user_id, state, window, covers)
+    read = _read(ctx, user_id, state, asked, start, end)
+    items, delta_link, why = read.items, read.delta_link, read.why
     known = busy_blocks.recorded(ctx, user_id)
     marked: dict[str, tuple[str, str]] = {}
     changed: list[Changed] = []
@@ -111,12 +114,126 @@ def _round(ctx: WorkerContext, user_id: str) -> None:
     if why:
         mapping |= {"cursor_at": now, "reconciled_at": now, "repaired": json.dumps(outcome.counts)}
         log.info("mailbox.reconciled", extra={"mailbox": user_id, "reason": why, **outcome.counts})
-        if _both_ways(state):
+        if (asked or not read.by_window) and _both_ways(state):
             jobs.ensure_queued(ctx.queue, JobKind.PROJECT_STAFF, str(staff.id))
     ctx.redis.hset(store.mailbox_key(user_id), mapping=mapping)
+    if delta_link and state.get("delta_failures"):
+        _delta_recovered(ctx, user_id)
     _put_back(ctx, user_id, changed, outcome)
     if why:
         _answered(ctx, user_id, state.get(requests.REQUESTED, ""))
+
+
+@dataclass(frozen=True)
+class Read:
+    """What the round read: by delta, or by calendarView when delta misbehaves."""
+
+    items: list[Instance]
+    delta_link: str  # the next round's cursor, "" after a calendarView read
+    why: str  # why the round is full, "" when it is not
+    by_window: bool = False  # read by calendarView: full only because delta misbehaved
+
+
+def _read(
+    ctx: WorkerContext, user_id: str, state: dict[str, str], why: str, start: datetime,
+    end: datetime,
+) -> Read:  # fmt: skip
+    """The round's instances: a delta round (a fresh one when `why` says the cursor cannot be
+    trusted, or Graph forgot it), else, when delta misbehaves or is waiting out its back-off,
+    the whole window by calendarView, and the round is full."""
+    paused = _delta_paused(state)
+    if paused:
+        DELTA_FALLBACKS.labels(reason="backoff").inc()
+        log.info("mailbox.delta_backoff", extra={"mailbox": user_id, "reason": paused})
+        _warn(ctx, user_id, state, paused, float(state.get("delta_retry_at") or 0))
+        items = _window(ctx, user_id, paused, start, end)
+        return Read(items, "", _by_window(why, paused), by_window=True)
+    try:
+        try:
+            items, link = outlook_reads.read_round(
+                ctx, user_id, None if why else state["delta_link"], start, end
+            )
+        except outlook_reads.Stale:
+            log.info("mailbox.delta_stale", extra={"mailbox": user_id})
+            why = "Graph no longer knew the delta cursor"
+            items, link = outlook_reads.read_round(ctx, user_id, None, start, end)
+        return Read(items, link, why)
+    except outlook_reads.DeltaFault as exc:
+        fault = str(exc)
+        DELTA_FALLBACKS.labels(reason=exc.kind).inc()
+        log.warning("mailbox.delta_fault", extra={"mailbox": user_id, "reason": fault})
+        failures = int(state.get("delta_failures") or 0) + 1
+        retry_at = time.time() + backoff(ctx.settings.delta_retry_seconds, failures)
+        ctx.redis.hset(store.mailbox_key(user_id), mapping={
+            "delta_link": "", "delta_fault": fault, "delta_failures": failures,
+            "delta_retry_at": retry_at,
+        })  # fmt: skip
+        _warn(ctx, user_id, state, fault, retry_at)
+        items = _window(ctx, user_id, fault, start, end)
+        return Read(items, "", _by_window(why, fault), by_window=True)
+
+
+def _window(
+    ctx: WorkerContext, user_id: str, fault: str, start: datetime, end: datetime
+) -> list[Instance]:
+    """The calendarView read in delta's place; if it fails too, the job fails with both named
+    in the mailbox's `fault` (`exsync status`), and a later round starts over."""
+    try:
+        return outlook_reads.read_window(ctx, user_id, start, end)
+    except Exception as exc:
+        problem = f"delta misbehaved ({fault}) and calendarView failed too: {exc}"
+        ctx.redis.hset(store.mailbox_key(user_id), "fault", problem[:500])
+        raise
+
+
+def backoff(base: float, failures: int) -> float:
+    """How long delta waits after its `failures`-th failure in a row: doubling, at most a day."""
+    return float(min(DELTA_RETRY_MAX_SECONDS, base * 2 ** min(failures - 1, 32)))
+
+
+def _delta_paused(state: dict[str, str]) -> str:
+    """Why delta waits on this mailbox (its last fault), or "" when it may be tried: its
+    back-off passed, or an admin asked for this round."""
+    if state.get(requests.REQUESTED):
+        return ""
+    if float(state.get("delta_retry_at") or 0) <= time.time():
+        return ""
+    return state.get("delta_fault") or "delta failed lately"
+
+
+def _by_window(why: str, fault: str) -> str:
+    read = f"read whole by calendarView, as delta misbehaved ({fault})"
+    return f"{why}; {read}" if why else read
+
+
+def _warn(
+    ctx: WorkerContext, user_id: str, state: dict[str, str], fault: str, retry_at: float
+) -> None:
+    """Name the mailbox on its staff member's User Accounts row. Written before the round
+    applies, so a warning about one of its items (an own edit, a block put back) wins."""
+    address = state.get("address") or user_id
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(retry_at))
+    ctx.redis.hset(
+        store.mailbox_key(user_id), "warning",
+        f"{DELTA_WARNING} for {address} ({fault}): it is read whole by calendarView instead, "
+        f"and delta is tried again after {when}",
+    )  # fmt: skip
+
+
+_recovered_script = """
+local warning = redis.call('HGET', KEYS[1], 'warning')
+if warning and string.sub(warning, 1, string.len(ARGV[1])) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], 'warning')
+end
+redis.call('HDEL', KEYS[1], 'delta_fault', 'delta_failures', 'delta_retry_at')
+return 0
+"""
+
+
+def _delta_recovered(ctx: WorkerContext, user_id: str) -> None:
+    """Delta works on the mailbox again: its back-off and our warning go (another stays)."""
+    ctx.redis.eval(_recovered_script, 1, store.mailbox_key(user_id), DELTA_WARNING)
+    log.info("mailbox.delta_recovered", extra={"mailbox": user_id})
 
 
 def _plan(
