@@ -58,6 +58,12 @@ FAULTS = {
     "reconnect": 1,  # Disconnect (sometimes removing what the sync made), then Authorize
     "wipe_redis": 1,  # Redis loses everything; the admin authorizes again
     "restore_snapshot": 1,  # Redis restored from the backup taken after the initial sync
+    # Graph as it really is (research/graph-reality.md).
+    "fail_after_write": 1,  # a write carried out, answered 503: the retried create is refused
+    "lifecycle_storm": 1,  # reauthorizationRequired several times in a row
+    "concurrency_throttle": 1,  # 429 ApplicationThrottled, with Retry-After 1 or none
+    "delta_misbehave": 1,  # one mailbox's delta pages as Graph's do on recurring series
+    "notification_batch": 1,  # several notifications in one POST from now on
     "coconut_refuses": 1,  # Coconut's max_absence_days is 1 for a while: longer blocks get 422
 }
 FAULT_SHARE = 0.2  # of all steps
@@ -181,6 +187,9 @@ def _change(rng: random.Random, m: _Model, kind: str) -> tuple[str, dict[str, An
             "handle": handle,
             "mailbox": staff,
             "series": series,
+            # A daily series is what makes Graph's delta pages overflow; monthly ones are
+            # relative ("the second Tuesday"), as Graph has them.
+            "pattern": rng.choices(["weekly", "daily", "relativeMonthly"], [3, 1, 1])[0],
             "all_day": not series and rng.random() < 0.15,
             "days": rng.choice([1, 1, 2, 3]),  # an all-day event's length
             "hours": rng.randint(1, 2),
@@ -209,6 +218,10 @@ def _change(rng: random.Random, m: _Model, kind: str) -> tuple[str, dict[str, An
     return kind, {"handle": handle}
 
 
+# How one mailbox's delta misbehaves (the Graph emulator's delta_* faults).
+DELTA_MODES = ["oversize", "repeat_link", "changing_links", "empty_pages", "unavailable"]
+
+
 def _fault_args(rng: random.Random, kind: str, staff: int) -> dict[str, Any]:
     if kind == "throttle":
         return {
@@ -231,6 +244,16 @@ def _fault_args(rng: random.Random, kind: str, staff: int) -> dict[str, Any]:
         return {"batch": rng.randint(2, 4)}
     if kind.startswith("subscription_"):
         return {"mailbox": rng.randint(1, staff)}
+    if kind == "fail_after_write":
+        return {"count": rng.randint(1, 3)}
+    if kind == "lifecycle_storm":
+        return {"mailbox": rng.randint(1, staff), "times": rng.randint(3, 6)}
+    if kind == "concurrency_throttle":
+        return {"count": rng.randint(2, 6), "retry_after": rng.choice([1, None])}
+    if kind == "delta_misbehave":
+        return {"mailbox": rng.randint(1, staff), "mode": rng.choice(DELTA_MODES)}
+    if kind == "notification_batch":
+        return {"window": rng.choice([0.2, 0.5, 1.0]), "size": rng.randint(3, 20)}
     if kind == "restart_redis":
         return {"down": rng.choice([0.5, 1.0, 2.0])}
     if kind == "reconnect":

@@ -301,6 +301,7 @@ class World:
         handle: str,
         mailbox: int,
         series: bool,
+        pattern: str,
         all_day: bool,
         days: int,
         hours: int,
@@ -330,18 +331,7 @@ class World:
             "body": {"contentType": "text", "content": f"notes for {subject}"},
         }
         if series:
-            body["recurrence"] = {
-                "pattern": {
-                    "type": "weekly",
-                    "interval": 1,
-                    "daysOfWeek": [local.strftime("%A").lower()],
-                },
-                "range": {
-                    "type": "numbered",
-                    "startDate": local.date().isoformat(),
-                    "numberOfOccurrences": 4,
-                },
-            }
+            body["recurrence"] = _recurrence(pattern, local)
         made = self._owner("POST", f"{address}/events", json=body)
         self.events[handle] = Record(
             address, made["id"], local, end, zone, all_day, series, subject, sensitivity
@@ -527,6 +517,35 @@ class World:
     def _do_delta_expire(self) -> None:
         self._graph_fault(kind="expire_delta")
 
+    def _uid(self, mailbox: int) -> str:
+        address = f"user{mailbox}@{DOMAIN}"
+        return next(u["id"] for u in self.system.graph_state()["users"] if u["mail"] == address)
+
+    def _do_fail_after_write(self, count: int) -> None:
+        self._graph_fault(kind="fail_after_write", status=503, method="POST", count=count)
+
+    def _do_lifecycle_storm(self, mailbox: int, times: int) -> str | None:
+        for _ in range(times):
+            if self._lifecycle(mailbox, "reauthorizationRequired") == "skipped":
+                return "skipped"
+        return None
+
+    def _do_concurrency_throttle(self, count: int, retry_after: int | None) -> None:
+        spec = {} if retry_after is None else {"retry_after": retry_after}
+        self._graph_fault(kind="concurrency_throttle", count=count, **spec)
+
+    def _do_delta_misbehave(self, mailbox: int, mode: str) -> None:
+        """Until the schedule ends: the mailbox is then read by calendarView instead."""
+        spec: dict[str, Any] = {"kind": f"delta_{mode}", "mailbox": self._uid(mailbox)}
+        if mode == "empty_pages":
+            spec["pages"] = 3
+        if mode == "unavailable":
+            spec |= {"status": 503, "series": 1, "retry_after": 0}
+        self._graph_fault(**spec)
+
+    def _do_notification_batch(self, window: float, size: int) -> None:
+        self._graph_fault(kind="notification_batch", window=window, size=size)
+
     def _do_delivery_duplicate(self, count: int) -> None:
         self._coconut_fault("delivery_duplicate", count=count)
 
@@ -670,3 +689,26 @@ class World:
 def _when(local: datetime, zone: str) -> dict[str, str]:
     """Graph's dateTimeTimeZone: the wall time and the (Windows or IANA) zone it is in."""
     return {"dateTime": local.replace(tzinfo=None).isoformat(timespec="seconds"), "timeZone": zone}
+
+
+WEEK_INDEX = ["first", "second", "third", "fourth", "last"]
+
+
+def _recurrence(pattern: str, local: datetime) -> dict[str, Any]:
+    """Four occurrences of a weekly or daily series, or two of a relative monthly one (the
+    same weekday in the same week of the month, "the second Tuesday")."""
+    weekday = local.strftime("%A").lower()
+    shape: dict[str, Any] = {"type": pattern, "interval": 1}
+    if pattern in ("weekly", "relativeMonthly"):
+        shape["daysOfWeek"] = [weekday]
+    if pattern == "relativeMonthly":
+        shape["index"] = WEEK_INDEX[min((local.day - 1) // 7, 4)]
+    count = 2 if pattern == "relativeMonthly" else 4
+    return {
+        "pattern": shape,
+        "range": {
+            "type": "numbered",
+            "startDate": local.date().isoformat(),
+            "numberOfOccurrences": count,
+        },
+    }
