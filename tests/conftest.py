@@ -15,6 +15,7 @@ from rq.job import Job
 
 from core.job_kinds import JobKind
 from tests.harness import System
+from tests.receiver_support import everything, queued
 
 
 def _test_redis_url() -> str:
@@ -67,6 +68,15 @@ def make_system(tmp_path: Path, redis_url: str) -> Iterator[type[System]]:
         system.stop()
     if started:
         assert_registered_jobs(redis.Redis.from_url(redis_url))
+
+
+@pytest.fixture
+def unchanged(redis_conn: redis.Redis) -> Iterator[None]:
+    """The request under test writes nothing to Redis: no job, flag, or remembered delivery."""
+    before = everything(redis_conn)
+    yield
+    assert everything(redis_conn) == before
+    assert queued(redis_conn) == {}
 
 
 def assert_registered_jobs(conn: redis.Redis) -> None:

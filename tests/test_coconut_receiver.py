@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from rq import Queue
 
 from core import store
 from core.job_kinds import JobKind
 from core.settings import load_settings
+from tests.receiver_support import everything, queued, refused
 from webhooks.app import create_app
 from webhooks.coconut_signature import sign
 
@@ -91,33 +90,6 @@ def headers(
 
 def deliver(client: FlaskClient, body: bytes, **options: Any) -> Any:
     return client.post(URL, data=body, headers=headers(body, **options))
-
-
-def queued(conn: redis.Redis) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """Every job waiting in the service's queue: id -> (function, args)."""
-    return {
-        job.id: (job.func_name, tuple(job.args))
-        for job in Queue("exsync", connection=conn).get_jobs()
-    }
-
-
-def everything(conn: redis.Redis) -> dict[bytes, bytes | None]:
-    return {key: conn.dump(key) for key in conn.scan_iter(count=1000)}
-
-
-@pytest.fixture
-def unchanged(redis_conn: redis.Redis) -> Iterator[None]:
-    """The request under test writes nothing to Redis: no job, flag, or remembered delivery."""
-    before = everything(redis_conn)
-    yield
-    assert everything(redis_conn) == before
-    assert queued(redis_conn) == {}
-
-
-def refused(answer: Any, status: int, reason: str) -> None:
-    assert answer.status_code == status, answer.get_data(as_text=True)
-    body = answer.get_json()
-    assert body["reason"] and reason in body["reason"], body
 
 
 # ---------------------------------------------------------------- the fixtures themselves

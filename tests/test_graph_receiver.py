@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ from urllib.parse import quote, urlencode
 import pytest
 import redis
 from flask.testing import FlaskClient
-from rq import Queue
 
 from core import store
 from core.job_kinds import JobKind
 from core.settings import load_settings
 from core.sync_records import Block, Projection
+from tests.receiver_support import queued, refused
 from webhooks import graph as graph_receiver
 from webhooks.app import create_app
 from workers.projection_index import ProjectionIndex
@@ -82,33 +81,8 @@ def post(client: FlaskClient, path: str, body: bytes | dict[str, Any], **headers
     return client.post(path, data=data, headers={"Content-Type": "application/json", **headers})
 
 
-def queued(conn: redis.Redis) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """Every job waiting in the service's queue: id -> (function, args)."""
-    queue = Queue("exsync", connection=conn)
-    return {job.id: (job.func_name, tuple(job.args)) for job in queue.get_jobs()}
-
-
 def dirty(conn: redis.Redis, kind: str, item: str) -> int:
     return int(conn.get(store.dirty_key(kind, item)) or 0)
-
-
-def everything(conn: redis.Redis) -> dict[bytes, bytes | None]:
-    return {key: conn.dump(key) for key in conn.scan_iter(count=1000)}
-
-
-@pytest.fixture
-def unchanged(redis_conn: redis.Redis) -> Iterator[None]:
-    """The request under test writes nothing to Redis: no job, flag, or note of any kind."""
-    before = everything(redis_conn)
-    yield
-    assert everything(redis_conn) == before
-    assert queued(redis_conn) == {}
-
-
-def refused(answer: Any, status: int, reason: str) -> None:
-    assert answer.status_code == status, answer.get_data(as_text=True)
-    body = answer.get_json()
-    assert body["reason"] and reason in body["reason"], body
 
 
 def with_item(name: str, **changes: Any) -> dict[str, Any]:
