@@ -51,6 +51,13 @@ ADMIN_EMAIL = "admin@demo.example"
 # The Graph emulator's mailbox to sign in as at Authorize (not a Coconut staff member).
 SERVICE_ACCOUNT = "sync@contoso.example"
 ENV_FILE = "exsync.env"
+# Graph's own cadence, which the emulator keeps off unless asked (tests time themselves):
+# several change notifications in one POST, and reauthorizationRequired for every subscription
+# each hour (docs/emulators.md).
+GRAPH_CADENCE = [
+    {"kind": "notification_batch", "window": 1.0, "size": 50},
+    {"kind": "reauthorization_required", "every": 3600},
+]
 # The demo's own choices a user's setting overrides (the rest of the wiring it never gives up).
 DEMO_DEFAULTS = {"EXSYNC_SHOW_EVENT_TITLES": "true"}
 
@@ -104,6 +111,7 @@ def _run(workdir: Path, host: str, port: int) -> int:
         )  # fmt: skip
         graph.wait_for_line(r"graph emulator ready at \S+")
         coconut.wait_for_line(r"coconut emulator ready at \S+")
+        _graph_cadence(graph_url, workdir / "graph-ca.pem")
         spawn("web", python, "-m", "exsync.cli", "web", "--host", host, "--port", str(port))
         wait_until(lambda: _answers(f"{web_url}/healthz"), 30, what="the web app")
         spawn("worker", python, "-m", "exsync.cli", "worker", "--host", host, "--port", "0")
@@ -235,6 +243,13 @@ def _free(host: str, preferred: int) -> int:
                 continue
             return int(sock.getsockname()[1])
     raise OSError(f"no free port on {host}")
+
+
+def _graph_cadence(graph_url: str, ca_file: Path) -> None:
+    for spec in GRAPH_CADENCE:
+        armed = httpx.post(f"{graph_url}/_emulator/faults", json=spec, verify=str(ca_file),
+                           timeout=5)  # fmt: skip
+        armed.raise_for_status()
 
 
 def _answers(url: str, **kwargs: object) -> bool:
