@@ -85,13 +85,7 @@ class Emulator:
 
     def app_token(self) -> str:
         with self.http() as http:
-            response = http.post(
-                f"/{TENANT}/oauth2/v2.0/token",
-                data={"grant_type": "client_credentials", "client_id": GRAPH_CLIENT_ID,
-                      "client_secret": GRAPH_CLIENT_SECRET,
-                      "scope": "https://graph.microsoft.com/.default"},
-            )  # fmt: skip
-        return response.raise_for_status().json()["access_token"]  # type: ignore[no-any-return]
+            return app_token(http)
 
     def client(self) -> GraphServiceClient:
         """The real SDK client the service builds (core/graph.py), bound to the running loop."""
@@ -152,13 +146,31 @@ class Receiver:
 
 
 @contextmanager
-def running(receiver: Receiver) -> Iterator[str]:
-    """Serves the receiver on loopback; yields its notification URL."""
-    server = make_server("127.0.0.1", 0, receiver.app(), threaded=True)
+def serving(app: Flask) -> Iterator[str]:
+    """Serves a Flask app on loopback in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/notify"
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         thread.join(5)
+
+
+@contextmanager
+def running(receiver: Receiver) -> Iterator[str]:
+    """Serves the receiver on loopback; yields its notification URL."""
+    with serving(receiver.app()) as base:
+        yield f"{base}/notify"
+
+
+def app_token(http: httpx.Client) -> str:
+    """An app-only token from the emulator's token endpoint, as the service's app gets one."""
+    response = http.post(
+        f"/{TENANT}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": GRAPH_CLIENT_ID,
+              "client_secret": GRAPH_CLIENT_SECRET,
+              "scope": "https://graph.microsoft.com/.default"},
+    )  # fmt: skip
+    return str(response.raise_for_status().json()["access_token"])

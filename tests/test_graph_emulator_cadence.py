@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,11 +25,11 @@ from flask import Flask, Response, request
 from msgraph import GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.subscription import Subscription
-from werkzeug.serving import make_server
 
 from core.microsoft.graph import tls_context
 from exsync.processes import wait_until
 from tests.graph_emulator_support import Emulator
+from tests.graph_emulator_support import serving as serve_app
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph.*"),
@@ -83,17 +83,9 @@ class Hooks:
         return [n for n in self.items("lifecycle") if n["lifecycleEvent"] == event]
 
 
-@contextmanager
-def serving(hooks: Hooks) -> Iterator[str]:
-    """Yields the base URL; `{base}/notify` and `{base}/lifecycle` are the two endpoints."""
-    server = make_server("127.0.0.1", 0, hooks.app(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+def serving(hooks: Hooks) -> AbstractContextManager[str]:
+    """The base URL; `{base}/notify` and `{base}/lifecycle` are the two endpoints."""
+    return serve_app(hooks.app())
 
 
 def _subscription(base: str, uid: str, change_type: str = "created,updated,deleted",

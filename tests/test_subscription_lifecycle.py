@@ -35,7 +35,8 @@ from core.microsoft.throttle import MailboxGate, RetryPolicy
 from subscriptions import manager
 from tests.cli_support import run
 from tests.graph_emulator_support import Emulator, Receiver, running
-from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, System, wait_until
+from tests.graph_emulator_support import app_token as emulator_app_token
+from tests.harness import System, wait_until
 from tests.sync_support import Outlook, at, graph_fault, user_id, wait_blocks
 
 pytestmark = [
@@ -67,13 +68,7 @@ def at_graph(system: System) -> dict[str, tuple[str, str]]:
 
 def app_token(system: System) -> str:
     with system.graph_http() as http:
-        answer = http.post(
-            f"/{TENANT}/oauth2/v2.0/token",
-            data={"grant_type": "client_credentials", "client_id": GRAPH_CLIENT_ID,
-                  "client_secret": GRAPH_CLIENT_SECRET,
-                  "scope": "https://graph.microsoft.com/.default"},
-        )  # fmt: skip
-    return str(answer.raise_for_status().json()["access_token"])
+        return emulator_app_token(http)
 
 
 def requests_to(system: System, route: str) -> int:
