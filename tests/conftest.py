@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 import os
 import pkgutil
+import time
 import types
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,23 @@ def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
     conn = redis.Redis.from_url(redis_url)
     yield conn
     conn.close()
+
+
+# The server's own zone, as POSIX TZ strings (no zone database needed, no daylight time):
+# whatever it is, the rules' answers must not change.
+SERVER_ZONES = {"UTC0": 0, "PST8": -8, "JST-9": 9, "LINT-14": 14}
+
+
+@pytest.fixture(params=sorted(SERVER_ZONES))
+def server_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test runs with this process's local zone set to each of SERVER_ZONES in turn."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    local = datetime(2026, 12, 7, tzinfo=UTC).astimezone().utcoffset()
+    assert local == timedelta(hours=SERVER_ZONES[request.param]), "TZ did not take"
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time as clock
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -203,19 +202,6 @@ def test_a_title_is_cut_at_255_characters_and_an_empty_one_is_busy() -> None:
 # ------------------------------------------------------------------ the block itself
 
 EAST = ["Asia/Tokyo", "Pacific/Auckland", "Pacific/Kiritimati", "Asia/Kolkata"]
-# The server's own zone, as POSIX TZ strings (no zone database needed): it must not matter.
-SERVER_ZONES = {"UTC0": 0, "PST8": -8, "JST-9": 9, "LINT-14": 14}
-
-
-@pytest.fixture(params=sorted(SERVER_ZONES))
-def server_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("TZ", request.param)
-    clock.tzset()
-    local = datetime(2026, 12, 7, tzinfo=UTC).astimezone().utcoffset()
-    assert local == timedelta(hours=SERVER_ZONES[request.param]), "TZ did not take"
-    yield request.param
-    monkeypatch.undo()
-    clock.tzset()
 
 
 def test_a_timed_block_is_exactly_the_event_in_utc() -> None:

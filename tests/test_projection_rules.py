@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -302,19 +300,6 @@ AUCKLAND = ZoneInfo("Pacific/Auckland")  # UTC+13 in March 2030, east of UTC
 KOLKATA = ZoneInfo("Asia/Kolkata")  # UTC+5:30
 WINDOWS = {REGINA: "Canada Central Standard Time", AUCKLAND: "New Zealand Standard Time",
            KOLKATA: "India Standard Time"}  # fmt: skip
-# The server's own zone, as POSIX TZ strings (no zone database needed): they must not matter.
-SERVER_ZONES = {"UTC0": 0, "PST8": -8, "JST-9": 9, "LINT-14": 14}
-
-
-@pytest.fixture(params=sorted(SERVER_ZONES))
-def server_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("TZ", request.param)
-    time.tzset()
-    local = datetime(2030, 3, 8, tzinfo=UTC).astimezone().utcoffset()
-    assert local == timedelta(hours=SERVER_ZONES[request.param]), "TZ did not take"
-    yield request.param
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_a_timed_absence_is_a_busy_event_in_its_zone() -> None:
