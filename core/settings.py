@@ -22,6 +22,19 @@ ENV_PREFIX = "EXSYNC_"
 # The app registration an environment-only setup signs in with (core.microsoft.graph_access).
 REGISTRATION = ("tenant_id", "client_id", "client_secret")
 AUDIT_OFF = {"", "none"}
+# The values the demo profile of docker-compose.yml sets, published with the source: anyone can
+# sign a webhook or read a refresh token with them, so only a demo (EXSYNC_DEMO) may use them.
+DEMO_SECRETS = {
+    "secret_key": "ZGVtby1rZXktbm90LWZvci1wcm9kdWN0aW9uLTAwMDA=",
+    "coconut_webhook_secret": "demo-webhook-secret-not-for-production",
+}
+# HMAC-SHA256 keys shorter than the hash's own 32 bytes are weaker than the hash (RFC 2104 §3).
+MIN_WEBHOOK_SECRET_BYTES = 32
+HOW_TO_GENERATE = {
+    "secret_key": 'python3 -c "from cryptography.fernet import Fernet; '
+    'print(Fernet.generate_key().decode())"',
+    "coconut_webhook_secret": 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
+}
 
 
 class SettingsError(Exception):
@@ -31,6 +44,9 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    # Declared first: the secrets' validators read it. Set only by docker-compose.yml's demo
+    # profile, which runs against the emulators with the DEMO_SECRETS.
+    demo: bool = False
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("EXSYNC_REDIS_URL", "REDIS_URL"),
@@ -152,9 +168,22 @@ class Settings(BaseSettings):
 
     @field_validator("secret_key")
     @classmethod
-    def _secret_key(cls, value: str) -> str:
+    def _secret_key(cls, value: str, info: ValidationInfo) -> str:
         if value:
             secrets.check_keys(value)
+        keys = {key.strip() for key in value.split(",")}
+        _not_public("secret_key", DEMO_SECRETS["secret_key"] in keys, info)
+        return value
+
+    @field_validator("coconut_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str, info: ValidationInfo) -> str:
+        _not_public("coconut_webhook_secret", value == DEMO_SECRETS["coconut_webhook_secret"], info)
+        if value and len(value.encode()) < MIN_WEBHOOK_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes, got {len(value.encode())}; "
+                f"generate one with: {HOW_TO_GENERATE['coconut_webhook_secret']}"
+            )
         return value
 
     @field_validator("cloud_override_graph_url", "cloud_override_authority")
@@ -200,8 +229,20 @@ class Settings(BaseSettings):
         """Return self, or raise SettingsError naming every required variable left empty."""
         missing = self.missing(*names)
         if missing:
-            raise SettingsError(f"missing required setting(s): {', '.join(missing)}")
+            unset = [name for name in names if name in HOW_TO_GENERATE and not getattr(self, name)]
+            hints = [f"generate {ENV_PREFIX}{n.upper()} with: {HOW_TO_GENERATE[n]}" for n in unset]
+            problem = f"missing required setting(s): {', '.join(missing)}"
+            raise SettingsError("; ".join([problem, *hints]))
         return self
+
+
+def _not_public(name: str, is_demo_value: bool, info: ValidationInfo) -> None:
+    """Refuse a published demo value outside the demo, saying how to make a real one."""
+    if is_demo_value and not info.data.get("demo"):
+        raise ValueError(
+            "is the public demo value from docker-compose.yml, which anyone can read; "
+            f"generate your own with: {HOW_TO_GENERATE[name]}"
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -46,7 +46,6 @@ from exsync.processes import Process, ProcessExited, wait_until
 TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"
 GRAPH_APP = ("exsync-demo-app", "exsync-demo-secret")
 COCONUT_APP = ("exsync-demo", "coconut-demo-secret")
-WEBHOOK_SECRET = "demo-webhook-secret-not-for-production"  # noqa: S105 - demo only
 ADMIN_EMAIL = "admin@demo.example"
 # The Graph emulator's mailbox to sign in as at Authorize (not a Coconut staff member).
 SERVICE_ACCOUNT = "sync@contoso.example"
@@ -107,7 +106,8 @@ def _run(workdir: Path, host: str, port: int) -> int:
         coconut = spawn(
             "coconut-emulator", python, "-m", "emulators.coconut", "--host", host,
             "--port", str(coconut_port), "--staff", "3",
-            "--webhook-url", f"{web_url}/webhooks/coconut", "--webhook-secret", WEBHOOK_SECRET,
+            "--webhook-url", f"{web_url}/webhooks/coconut",
+            "--webhook-secret", env["EXSYNC_COCONUT_WEBHOOK_SECRET"],
         )  # fmt: skip
         graph.wait_for_line(r"graph emulator ready at \S+")
         coconut.wait_for_line(r"coconut emulator ready at \S+")
@@ -158,7 +158,8 @@ def _environment(
         "EXSYNC_COCONUT_URL": f"{coconut_url}/api/v2/b2b",
         "EXSYNC_COCONUT_CLIENT_ID": COCONUT_APP[0],
         "EXSYNC_COCONUT_CLIENT_SECRET": COCONUT_APP[1],
-        "EXSYNC_COCONUT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # Fresh secrets each run, as production needs: a published one would be anyone's.
+        "EXSYNC_COCONUT_WEBHOOK_SECRET": secrets.token_urlsafe(32),
         # The admin pages' "worldwide" cloud is the Graph emulator here.
         "EXSYNC_CLOUD_OVERRIDE_GRAPH_URL": f"{graph_url}/v1.0",
         "EXSYNC_CLOUD_OVERRIDE_AUTHORITY": graph_url,

@@ -29,7 +29,7 @@ GRAPH_CLIENT_ID = "exsync-demo-app"
 GRAPH_CLIENT_SECRET = "exsync-demo-secret"
 COCONUT_CLIENT_ID = "exsync-demo"
 COCONUT_CLIENT_SECRET = "coconut-demo-secret"
-COCONUT_WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+COCONUT_WEBHOOK_SECRET = "whsec-test-0123456789abcdef-0123456789abcdef"
 # A Fernet key (32 url-safe base64 bytes) for the secrets kept in Redis; tests only.
 SECRET_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0="
 

@@ -14,10 +14,11 @@ from core import connection
 from core.connection import Connection, Status
 from core.secrets import SecretBox
 from core.settings import load_settings
-from tests.harness import SECRET_KEY, TENANT, System, free_port, wait_until
+from tests.harness import COCONUT_WEBHOOK_SECRET, SECRET_KEY, TENANT, System, free_port, wait_until
 from webhooks.app import create_app
 
-NO_GRAPH = {"tenant_id": "", "client_id": "", "client_secret": ""}
+NO_GRAPH = {"tenant_id": "", "client_id": "", "client_secret": "",
+            "coconut_webhook_secret": COCONUT_WEBHOOK_SECRET}  # fmt: skip
 WRONG_SECRET = "wrong-secret-Zq9~do-not-log-me"
 
 
@@ -64,7 +65,8 @@ def test_readyz_is_503_with_a_reason_when_redis_is_down() -> None:
 
 def test_a_partial_app_registration_is_503_naming_the_missing_setting(redis_url: str) -> None:
     settings = load_settings(
-        redis_url=redis_url, tenant_id=TENANT, client_id="app", client_secret=""
+        redis_url=redis_url, tenant_id=TENANT, client_id="app", client_secret="",
+        coconut_webhook_secret=COCONUT_WEBHOOK_SECRET,
     )
     ready = create_app(settings).test_client().get("/readyz")
     assert ready.status_code == 503

@@ -14,7 +14,9 @@ from webhooks import admin, coconut, graph, health, metrics, openapi, request_id
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or load_settings()
+    """The app; SettingsError without a Coconut webhook secret, whatever serves it (an empty
+    one would accept bodies signed with the empty key; core.settings refuses a weak one)."""
+    settings = (settings or load_settings()).require("coconut_webhook_secret")
     # gunicorn configures only its own loggers; without this the app's lines would be lost.
     logs.configure(settings.log_level, settings.log_format)
     logs.redact(*settings.secrets)
