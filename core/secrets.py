@@ -11,6 +11,10 @@ key in front, lets the service re-save, then drops the old one.
 
 The web process also signs its session cookies with a key derived from the same setting
 (HKDF, its own purpose label), so there is one secret to provision, not two.
+
+Every plaintext that goes in or comes out joins the process's log redaction (core.logs), so a
+secret typed in the settings page or a refresh token never reaches a log line, not even inside
+an exception's message.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from core import logs
 
 SETTING = "EXSYNC_SECRET_KEY"
 
@@ -67,17 +73,20 @@ class SecretBox:
         return "SecretBox(<redacted>)"
 
     def encrypt(self, plaintext: str) -> str:
+        logs.redact_rotating(plaintext)
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str | bytes) -> str:
         raw = token.encode() if isinstance(token, str) else token
         try:
-            return self._fernet.decrypt(raw).decode()
+            plaintext = self._fernet.decrypt(raw).decode()
         except InvalidToken:
             raise SecretUnreadable(
                 f"a stored secret cannot be decrypted with {SETTING}: was the key changed? "
                 "Put the old key after the new one (comma-separated), or enter the secret again"
             ) from None
+        logs.redact_rotating(plaintext)
+        return plaintext
 
     def derive(self, purpose: str) -> bytes:
         """A 32-byte key for another use (cookie signing), independent of the Fernet key."""

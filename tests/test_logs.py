@@ -64,11 +64,45 @@ def test_json_lines_carry_the_bound_job_and_never_a_secret(capsys) -> None:  # t
     assert "job_id" not in outside
 
 
+def test_a_json_record_is_one_line_whatever_its_values_hold(capsys) -> None:  # type: ignore[no-untyped-def]
+    logs.configure("INFO", "json")
+    forged = 'x\n{"event": "forged"}\r\u2028\x85\x1b[2K'
+
+    log.info("probe.message %s", forged, extra={"path": forged})
+    try:
+        raise ValueError(forged)
+    except ValueError:
+        log.exception("probe.failed")
+
+    message, failed = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert (message["event"], message["path"]) == (f"probe.message {forged}", forged)
+    assert failed["exception"].endswith(f"ValueError: {forged}")
+
+
+def test_values_met_on_the_way_are_cut_and_only_the_newest_are_kept(capsys) -> None:  # type: ignore[no-untyped-def]
+    """A value met again counts as new: a token still in use is never the one dropped."""
+    logs.configure("INFO", "text")
+    oldest, in_use = "rotated-away-token-0001", "token-still-in-use-0001"
+    logs.redact_rotating(oldest, in_use)
+    for n in range(logs._ROTATING_KEPT - 1):
+        logs.redact_rotating(f"later-token-{n:05d}")
+        if n == 1:
+            logs.redact_rotating(in_use)
+
+    log.info("probe.tokens %s %s %s", oldest, in_use, "later-token-00000")
+
+    line = capsys.readouterr().err.rstrip()
+    assert line.endswith(f"probe.tokens {oldest} {logs.REDACTED} {logs.REDACTED}")
+
+
 def test_the_web_app_keeps_a_sane_request_id_and_replaces_any_other(
     redis_url: str,
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
-    client = create_app(load_settings(redis_url=redis_url, log_format="json")).test_client()
+    settings = load_settings(
+        redis_url=redis_url, coconut_webhook_secret=COCONUT_WEBHOOK_SECRET, log_format="json"
+    )
+    client = create_app(settings).test_client()
     unknown = {"value": [{"subscriptionId": "not-ours", "clientState": "x"}]}
 
     kept = client.post("/webhooks/graph", json=unknown, headers={"X-Request-Id": "lb-7f3a.91"})

@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.coconut.models import Absence, Appointment, Attendee, Location, Service
-from workers.projection import EventDraft, Templates, absence_event, appointment_event, is_live
+from workers.projection import (
+    EventDraft,
+    TemplateRefused,
+    Templates,
+    absence_event,
+    appointment_event,
+    is_live,
+)
 from workers.windows_zones import rules_zone
 
 APP = "https://bank.coconutcalendar.com"
@@ -263,6 +270,16 @@ def test_the_subject_template_is_plain_text_and_the_body_template_html() -> None
     admin = Templates(subject="{{ customer }}", body="<p>{{ customer }}</p>")
     draft = appointment_event(amp, APP, admin)
     assert (draft.subject, draft.body_html) == ("Tom & Jerry", "<p>Tom &amp; Jerry</p>")
+
+
+def test_a_template_that_cannot_render_is_refused_naming_its_setting() -> None:
+    """A typo or a syntax error stops the job with the variable the admin must correct."""
+    typo = Templates(subject="{{ custmer }}")
+    with pytest.raises(TemplateRefused, match=r"^EXSYNC_EVENT_SUBJECT_TEMPLATE .*'custmer'"):
+        appointment_event(appointment(), APP, typo)
+    broken = Templates(body="<p>{% if service %}</p>")
+    with pytest.raises(TemplateRefused, match=r"^EXSYNC_EVENT_BODY_TEMPLATE cannot be used: "):
+        appointment_event(appointment(), APP, broken)
 
 
 # ------------------------------------------------------------------ a change is a new digest

@@ -17,7 +17,8 @@ from datetime import datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, StrictUndefined, Template
+from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from core.coconut.models import Absence, Appointment, Location
 from workers.windows_zones import rules_zone, windows_zone
@@ -35,9 +36,19 @@ DEFAULT_BODY = """\
 <p><i>Managed by Coconut: change or cancel this appointment in Coconut, not here.</i></p>
 """
 
-# The body is HTML, so values are escaped there; the subject is plain text and is not.
-_html = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
-_text = Environment(autoescape=False, undefined=StrictUndefined)  # noqa: S701 (plain text)
+# The body is HTML, so values are escaped there; the subject is plain text and is not. An
+# admin's template reaches only the values given: the sandbox refuses `__class__`,
+# `__globals__` and their like, through which a template would reach every class in Python.
+_html = ImmutableSandboxedEnvironment(
+    autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True
+)
+_text = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+# Which setting holds each template, for the admin who must correct it.
+_SETTING = {False: "EXSYNC_EVENT_SUBJECT_TEMPLATE", True: "EXSYNC_EVENT_BODY_TEMPLATE"}
+
+
+class TemplateRefused(ValueError):
+    """The admin's subject or body template cannot be rendered; the message names the setting."""
 
 
 @dataclass(frozen=True)
@@ -87,12 +98,12 @@ def appointment_event(
         "service": ", ".join(s.name for s in appointment.services) or "Appointment",
         "customer": customer_names(appointment),
         "location": location_text(appointment.location),
-        "meeting_url": appointment.meeting_url or "",
+        "meeting_url": _https_only(appointment.meeting_url),
         "link": f"{app_url}/appointments/{appointment.id}",
         "code": appointment.confirmation_code or "",
     }
-    subject = _compiled(False, templates.subject).render(values)
-    body = _compiled(True, templates.body).render(values)
+    subject = _rendered(False, templates.subject, values)
+    body = _rendered(True, templates.body, values)
     where = "Video meeting" if _virtual(appointment) else values["location"]
     return EventDraft(
         subject=" ".join(str(subject).split())[:255],
@@ -102,6 +113,13 @@ def appointment_event(
         end=_wall(appointment.end, appointment.timezone),
         time_zone=windows_zone(appointment.timezone),
     )
+
+
+def _rendered(html: bool, source: str, values: dict[str, str]) -> str:
+    try:
+        return _compiled(html, source).render(values)
+    except TemplateError as exc:
+        raise TemplateRefused(f"{_SETTING[html]} cannot be used: {exc}") from exc
 
 
 @lru_cache(maxsize=16)
@@ -162,6 +180,12 @@ def location_text(location: Location | None) -> str:
         return location.name
     street = ", ".join(p for p in (location.address, location.city) if p)
     return f"{location.name} ({street})" if street else location.name
+
+
+def _https_only(url: str | None) -> str:
+    """The meeting URL if it is https, else "": it becomes a link in the body, where a
+    `javascript:` or `data:` URL from Coconut would run in the staff member's mail client."""
+    return url if url and url.lower().startswith("https://") else ""
 
 
 def _virtual(appointment: Appointment) -> bool:

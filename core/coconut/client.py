@@ -32,6 +32,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from core import logs
 from core.coconut.models import (
     Absence,
     AbsenceWrite,
@@ -291,6 +292,7 @@ class CoconutClient:
         if not response.is_success:
             raise _error(response)
         body = response.json()
+        logs.redact_rotating(body.get("access_token"))
         log.info("coconut.token_fetched", extra={"expires_in": body.get("expires_in")})
         return body["access_token"], float(body.get("expires_in", 3600))
 

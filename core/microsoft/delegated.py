@@ -19,7 +19,7 @@ import redis
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from core import connection, store
+from core import connection, logs, store
 from core.microsoft import entra
 from core.secrets import SecretBox
 
@@ -59,6 +59,7 @@ class DelegatedCredential:
         if raw is None:
             return None
         token = json.loads(self.box.decrypt(raw))
+        logs.redact_rotating(token["token"])  # the box learnt the record, not the token alone
         if token["expires_on"] - MARGIN_SECONDS <= time.time():
             return None
         return AccessToken(token["token"], int(token["expires_on"]))
@@ -72,6 +73,7 @@ class DelegatedCredential:
             config, connection.client_secret(self.conn, self.box), self.ca_file
         )
         result = app.acquire_token_by_refresh_token(refresh, entra.scopes(config, delegated=True))
+        logs.redact_rotating(result.get("access_token"), result.get("refresh_token"))
         if "access_token" not in result:
             error = str(result.get("error", "unknown"))
             if error in ("invalid_grant", "interaction_required"):
