@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from azure.core.credentials import TokenCredential
+from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.identity import ClientSecretCredential
 
-from core import connection
+from core import connection, logs
 from core.microsoft.aadsts import explain
 from core.microsoft.delegated import DelegatedCredential, ReauthorizeNeeded
 from core.microsoft.endpoints import GraphEndpoint
@@ -94,7 +94,7 @@ def app_credential(
 
     `transport` goes to azure-core (`connection_timeout`, `read_timeout`, `retry_total`): its
     defaults wait minutes, which suits a worker but not a readiness probe."""
-    return ClientSecretCredential(
+    return _RedactingCredential(
         tenant_id,
         client_id,
         client_secret,
@@ -103,6 +103,15 @@ def app_credential(
         disable_instance_discovery=not endpoint.is_microsoft,
         **transport,
     )
+
+
+class _RedactingCredential(ClientSecretCredential):
+    """Each token it hands out joins the log redaction (core.logs), as the delegated ones do."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        token = super().get_token(*scopes, **kwargs)
+        logs.redact_rotating(token.token)
+        return token
 
 
 def token_problem(access: GraphAccess) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -13,8 +14,11 @@ from cryptography.fernet import Fernet
 
 from core import logs
 from core.microsoft.delegated import CACHE_KEY, DelegatedCredential
+from core.microsoft.endpoints import GraphEndpoint
+from core.microsoft.graph_access import app_credential
 from core.secrets import SecretBox
-from tests.harness import SECRET_KEY
+from tests.graph_emulator_support import Emulator
+from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, SECRET_KEY, TENANT
 
 log = logging.getLogger("tests.security.redaction")
 EMAIL = "jane.doe@bank.example"
@@ -101,3 +105,23 @@ def test_a_secret_with_quotes_and_backslashes_is_cut_from_json_lines(
 
     (line,) = capsys.readouterr().err.splitlines()
     assert json.loads(line)["event"] == f"probe.quoted {logs.REDACTED}"
+
+
+def test_the_app_only_graph_token_never_reaches_a_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure("INFO", "text")
+    emulator = Emulator(tmp_path).start()
+    try:
+        endpoint = GraphEndpoint(graph_url=f"{emulator.base}/v1.0", authority=emulator.base,
+                                 ca_file=str(emulator.ca_file))  # fmt: skip
+        credential = app_credential(endpoint, TENANT, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET)
+        token = credential.get_token(endpoint.token_scope).token
+    finally:
+        emulator.stop()
+
+    log_quoting(token)
+
+    err = capsys.readouterr().err
+    assert token not in err
+    assert err.count(logs.REDACTED) == 2
