@@ -187,6 +187,16 @@ def test_a_video_appointment_links_the_meeting_and_names_no_place() -> None:
     )
 
 
+@pytest.mark.parametrize(("method", "linked"), [(None, True), (3, True), (1, False), (2, False),
+                                                (4, False)])  # fmt: skip
+def test_only_a_video_appointment_links_its_meeting(method: int | None, linked: bool) -> None:
+    # A booking changed from video to in person can keep its old link in Coconut.
+    event = appointment_event(
+        appointment(meeting_method=method, meeting_url="https://meet.example/x"), APP
+    )
+    assert ("https://meet.example/x" in event.body_html) is linked
+
+
 def test_no_location_no_code_and_no_meeting_leave_no_trace() -> None:
     draft = appointment_event(appointment(location=None, confirmation_code=None), APP)
     assert draft.location == ""

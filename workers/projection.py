@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from core.coconut.models import Absence, Appointment, Location
+from core.coconut.models import VIDEO, Absence, Appointment, Location
 from workers.windows_zones import rules_zone, windows_zone
 
 # Statuses whose event stays in the calendar: a completed or missed appointment still happened
@@ -98,7 +98,7 @@ def appointment_event(
         "service": ", ".join(s.name for s in appointment.services) or "Appointment",
         "customer": customer_names(appointment),
         "location": location_text(appointment.location),
-        "meeting_url": _https_only(appointment.meeting_url),
+        "meeting_url": _https_only(_video_link(appointment)),
         "link": f"{app_url}/appointments/{appointment.id}",
         "code": appointment.confirmation_code or "",
     }
@@ -113,6 +113,14 @@ def appointment_event(
         end=_wall(appointment.end, appointment.timezone),
         time_zone=windows_zone(appointment.timezone),
     )
+
+
+def _video_link(appointment: Appointment) -> str | None:
+    """The meeting link, unless Coconut says the customer comes in person or calls: a link
+    left over from a video booking changed to in-person would send the staff member online."""
+    if appointment.meeting_method not in (None, VIDEO):
+        return None
+    return appointment.meeting_url
 
 
 def _rendered(html: bool, source: str, values: dict[str, str]) -> str:

@@ -401,6 +401,7 @@ def appointment_from(
         confirmation_code=a.get("confirmation_code"),
         version=a["version"],
         updated_at=_time(a["updated_at"]),
+        meeting_method=a.get("meeting_method"),
     )
 
 

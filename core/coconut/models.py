@@ -94,6 +94,9 @@ class Attendee:
     status: str  # booked | cancelled
 
 
+VIDEO = 3
+
+
 @dataclass(frozen=True)
 class Appointment:
     id: int
@@ -111,6 +114,9 @@ class Appointment:
     confirmation_code: str | None
     version: int
     updated_at: datetime
+    # How the customer meets the staff member: 1 at the location, 2 by phone, 3 by video, 4 off
+    # site (research/coconut.md). None when Coconut did not say.
+    meeting_method: int | None = None
 
     @property
     def staff_ids(self) -> tuple[int, ...]:
