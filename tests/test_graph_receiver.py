@@ -20,6 +20,7 @@ from core import store
 from core.job_kinds import JobKind
 from core.settings import load_settings
 from core.sync_records import Block, Projection
+from tests.harness import COCONUT_WEBHOOK_SECRET
 from tests.receiver_support import queued, refused
 from webhooks import graph as graph_receiver
 from webhooks.app import create_app
@@ -49,15 +50,14 @@ def raw(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-@pytest.fixture(autouse=True)
-def no_cached_subscriptions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The receiver caches subscription records per process for 30 s; each test starts cold."""
-    monkeypatch.setattr(graph_receiver, "_known", {})
-
-
 @pytest.fixture
 def client(redis_url: str) -> FlaskClient:
-    settings = load_settings(redis_url=redis_url, tenant_id=TENANT, max_body_bytes=MAX_BODY)
+    return app_client(redis_url, max_body_bytes=MAX_BODY)
+
+
+def app_client(redis_url: str, **overrides: Any) -> FlaskClient:
+    settings = load_settings(redis_url=redis_url, coconut_webhook_secret=COCONUT_WEBHOOK_SECRET,
+                             tenant_id=TENANT, **overrides)  # fmt: skip
     return create_app(settings).test_client()
 
 
@@ -189,6 +189,41 @@ def test_the_ours_in_a_batch_are_queued_and_the_rest_dropped(
     assert answer.status_code == 202
     assert queued(subscribed) == {f"mailbox-{MAILBOX_A}": (SYNC_MAILBOX, (MAILBOX_A,))}
     assert dirty(subscribed, "mailbox", MAILBOX_B) == 0
+
+
+def test_the_items_a_batch_drops_make_one_log_line_counting_each_reason(
+    client: FlaskClient, subscribed: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = payload("change_batch.json")
+    body["value"][0]["clientState"] = "guess"
+    body["value"][2]["tenantId"] = "11111111-2222-4333-8444-555555555555"
+    caplog.clear()
+
+    assert post(client, NOTIFY, body).status_code == 202
+
+    lines = [(r.getMessage(), getattr(r, "refused", None)) for r in caplog.records]
+    assert lines == [("graph.item_refused", {"clientState mismatch": 1, "foreign tenant": 1})]
+
+
+def test_the_most_items_graph_may_send_in_one_post_are_accepted(
+    redis_url: str, subscribed: redis.Redis
+) -> None:
+    item = {"subscriptionId": SUB_A, "clientState": CLIENT_STATES[SUB_A]}
+
+    answer = post(app_client(redis_url), NOTIFY, {"value": [item] * graph_receiver.MAX_ITEMS})
+
+    assert answer.get_json() == {"status": "accepted", "mailboxes": 1}
+    assert dirty(subscribed, "mailbox", MAILBOX_A) == graph_receiver.MAX_ITEMS
+
+
+def test_a_subscription_deleted_is_refused_at_once(
+    client: FlaskClient, subscribed: redis.Redis
+) -> None:
+    assert post(client, NOTIFY, raw("change_created.json")).status_code == 202
+    subscribed.delete(store.subscription_key(SUB_A))  # as subscriptions.manager.delete does
+
+    refused(post(client, NOTIFY, raw("change_updated.json")), 403, "unknown subscription")
+    assert dirty(subscribed, "mailbox", MAILBOX_A) == 1
 
 
 # ---------------------------------------------------------------- echoes of our own writes
@@ -412,6 +447,18 @@ def test_an_oversized_body_is_a_413(
     assert len(body) > MAX_BODY
 
     refused(post(client, path, body), 413, "exceeds the capacity limit")
+
+
+@pytest.mark.parametrize("path", [NOTIFY, LIFECYCLE])
+def test_one_item_more_than_graph_may_send_in_one_post_is_a_413(
+    redis_url: str, subscribed: redis.Redis, unchanged: None, path: str
+) -> None:
+    ours = payload("lifecycle_missed.json")["value"][0]  # the change URL ignores lifecycleEvent
+    body = {"value": [ours] * (graph_receiver.MAX_ITEMS + 1)}
+
+    answer = post(app_client(redis_url), path, body)
+
+    refused(answer, 413, f"{graph_receiver.MAX_ITEMS + 1} notifications in one POST")
 
 
 def test_a_batch_just_under_the_limit_is_accepted(
