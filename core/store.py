@@ -16,14 +16,18 @@ import redis
 PREFIX = "exsync"
 
 
-def connect(url: str) -> redis.Redis:
-    """A client with short timeouts: a receiver must answer 503 fast when Redis is down."""
+def connect(url: str, ca_file: str | None = None) -> redis.Redis:
+    """A client with short timeouts: a receiver must answer 503 fast when Redis is down. The
+    URL may name an ACL user and password (redis://user:password@host/0); a rediss:// server's
+    certificate is checked against `ca_file` (EXSYNC_REDIS_CA_FILE), else the system's CAs."""
+    tls = {"ssl_ca_certs": ca_file} if ca_file and url.startswith("rediss://") else {}
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=30,
         retry_on_timeout=False,
+        **tls,
     )
 
 
@@ -44,7 +48,7 @@ noticed_key = Key("noticed:{}:{}")  # when the oldest change not yet read was no
 reading_key = Key("reading:{}:{}")  # the same, for the changes the running round applies
 lock_key = Key("lock:{}:{}")  # one worker at a time per item
 # Receivers.
-delivery_key = Key("delivery:{}:{}")  # (source, id) a webhook delivery seen (dedupe window)
+delivery_key = Key("delivery:{}:{}")  # (source, id) a webhook delivery claimed or accepted
 # Graph subscriptions (subscriptions.manager).
 subscription_key = Key("subscription:{}")  # hash: mailbox, client_state, expires_at, resource
 subscription_of_key = Key("subscription_of:{}")  # (user_id) the subscription id of a mailbox
@@ -74,9 +78,10 @@ coconut_reconciled_key = Key("coconut:reconciled_at")  # the Coconut safety net'
 scheduler_leader_key = Key("scheduler:leader")  # the scheduler's lease
 scheduler_last_key = Key("scheduler:last:{}")  # (task) when the scheduler last ran it
 # Admin sign-in (webhooks.admin, core.admin_accounts).
-admin_user_key = Key("admin:user:{}")  # hash: an admin's password hash and role
-admin_session_key = Key("admin:session:{}")  # a signed-in admin's session
-admin_failures_key = Key("admin:signin-failures:{}")  # failed sign-ins, by email
+admin_user_key = Key("admin:user:{}")  # hash: an admin's password hash, role, session epoch
+admin_session_key = Key("admin:session:{}")  # JSON: a session's email and session epoch
+admin_throttle_key = Key("admin:signin-throttle:{}:{}")  # (by, address|email) hash: n, since
+admin_known_address_key = Key("admin:signed-in-from:{}:{}")  # (email, address) in 30 days
 admin_authflow_key = Key("admin:authflow:{}")  # an Authorize flow under way, by its state
 admin_tokens_key = Key("admin:tokens")  # hash: API token name -> its digest
 admin_token_key = Key("admin:token:{}")  # hash: one API token, by digest
@@ -90,14 +95,23 @@ def epoch(value: str) -> float:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def seen_delivery(conn: redis.Redis, source: str, delivery_id: str) -> bool:
-    """Whether this delivery was accepted before (senders redeliver for about a day)."""
-    return bool(conn.exists(delivery_key(source, delivery_id)))
+def claim_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 10) -> bool:
+    """Claim a delivery for one request, in one SET NX: False when another request holds it or
+    it was accepted before, so of two copies arriving together exactly one goes on.
+
+    The claim lasts `ttl` seconds until keep_delivery: longer than Redis may take to answer
+    (connect 2 s, then 5 s), shorter than Coconut's first retry (30 s). If Redis goes away
+    between the claim and the enqueue, the claim cannot be released, but it lapses before the
+    retry comes, which is then accepted rather than taken for a duplicate."""
+    return bool(conn.set(delivery_key(source, delivery_id), 1, nx=True, ex=ttl))
 
 
-def remember_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400) -> None:
-    """Record an accepted delivery, once its job is queued: marking it first would turn the
-    sender's retry into a "duplicate" whenever the enqueue after it failed (Redis going away
-    between the two), and the change would be lost. Two copies racing both enqueue, which the
-    coalesced job absorbs."""
+def keep_delivery(conn: redis.Redis, source: str, delivery_id: str, ttl: int = 86_400) -> None:
+    """The claimed delivery's job is queued: its copies are duplicates for as long as senders
+    redeliver (about a day)."""
     conn.set(delivery_key(source, delivery_id), 1, ex=ttl)
+
+
+def release_delivery(conn: redis.Redis, source: str, delivery_id: str) -> None:
+    """The claimed delivery's job could not be queued: the sender's retry must find it free."""
+    conn.delete(delivery_key(source, delivery_id))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import redis
 
+import webhooks
 from tests.test_admin_support import (
     ADMIN,
     HTML,
@@ -20,6 +24,7 @@ from tests.test_admin_support import (
     make_app,
     valid_settings,
 )
+from webhooks.admin import throttle
 
 
 def test_signed_out_page_request_redirects_to_sign_in_which_says_why(redis_url: str) -> None:
@@ -61,24 +66,124 @@ def test_admin_signs_in_reaches_settings_and_is_sent_where_they_were_going(
     assert ADMIN in page.get_data(as_text=True)
 
 
-def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(
+def test_failed_sign_ins_from_one_address_are_slowed_with_429_saying_when_to_try_again(
     redis_url: str, redis_conn: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     make_accounts(redis_conn)
-    browser = Browser(make_app(redis_url))
-    for _ in range(10):
+    app = make_app(redis_url)
+    browser = Browser(app)
+    for _ in range(throttle.BY_ADDRESS.free):
         response = browser.sign_in(ADMIN, "not-the-password")
         assert response.status_code == 401
         assert "Wrong email or password." in response.get_data(as_text=True)
-    locked = browser.sign_in(ADMIN, PASSWORD)
-    assert locked.status_code == 429
-    assert "Too many failed sign-ins" in locked.get_data(as_text=True)
+    slowed = browser.sign_in(ADMIN, PASSWORD)
+    assert slowed.status_code == 429
+    assert slowed.headers["Retry-After"] == "1"
+    text = slowed.get_data(as_text=True)
+    assert "Too many failed sign-ins from this network address. Try again in 1 second" in text
+    assert re.search(r"after \d\d:\d\d:\d\d UTC\.", text)
     assert browser.get("/admin/exchange").status_code == 302
     assert "admin.signin_failed" in caplog.text
+    assert "admin.signin_throttled" in caplog.text
     assert "not-the-password" not in caplog.text
     assert PASSWORD not in caplog.text
-    assert PASSWORD not in locked.get_data(as_text=True)
+    assert PASSWORD not in text
+    time.sleep(1)
+    assert browser.sign_in(ADMIN, PASSWORD).status_code == 303
+
+
+def test_the_delays_double_from_one_second_up_to_a_cap_after_the_free_attempts() -> None:
+    assert [throttle.BY_ADDRESS.earliest(n) for n in range(1, 10)] == [0, 0, 0, 0, 0, 1, 3, 7, 15]
+    assert throttle.BY_ADDRESS.earliest(16) - throttle.BY_ADDRESS.earliest(15) == 900
+    assert throttle.BY_ACCOUNT.earliest(20) == 0
+    assert throttle.BY_ACCOUNT.earliest(27) - throttle.BY_ACCOUNT.earliest(26) == 60
+    for rule in (throttle.BY_ADDRESS, throttle.BY_ACCOUNT):
+        gaps = [rule.earliest(n + 1) - rule.earliest(n) for n in range(1, 10_000)]
+        assert max(gaps) == rule.cap
+        assert gaps == sorted(gaps)
+
+
+def test_a_right_password_clears_the_accounts_count_but_not_the_addresss(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    make_accounts(redis_conn)
+    browser = Browser(make_app(redis_url))
+    for _ in range(3):
+        browser.sign_in(ADMIN, "not-the-password")
+    assert browser.sign_in().status_code == 303
+    assert not redis_conn.exists(f"exsync:admin:signin-throttle:account:{ADMIN}")
+    by_address = redis_conn.hget("exsync:admin:signin-throttle:address:127.0.0.1", "n")
+    assert by_address == b"3"
+    assert redis_conn.ttl(f"exsync:admin:signed-in-from:{ADMIN}:127.0.0.1") > 29 * 86400
+
+
+def test_time_left_unused_is_not_saved_up_each_delay_counts_from_the_attempt_before(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    make_accounts(redis_conn)
+    browser = Browser(make_app(redis_url))
+    for _ in range(throttle.BY_ADDRESS.free):
+        browser.sign_in(ADMIN, "not-the-password")
+    time.sleep(3)
+    assert browser.sign_in(ADMIN, "not-the-password").status_code == 401  # waited 1 s, and more
+    slowed = browser.sign_in(ADMIN, "not-the-password")
+    assert slowed.status_code == 429
+    assert int(slowed.headers["Retry-After"]) in (1, 2)
+
+
+def test_behind_trusted_proxies_the_forwarded_address_is_the_one_counted(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    make_accounts(redis_conn)
+    app = make_app(redis_url, trusted_proxies=1)
+    attacker, admin = Browser(app), Browser(app)
+    for browser, client in ((attacker, "198.51.100.7"), (admin, "203.0.113.9")):
+        browser.client.environ_base.update(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=client)
+    answers = [attacker.sign_in(ADMIN, "not-the-password").status_code for _ in range(6)]
+    assert answers[-1] == 429
+    assert admin.sign_in().status_code == 303
+
+
+def test_without_trusted_proxies_a_forged_forwarded_address_changes_nothing(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    make_accounts(redis_conn)
+    browser = Browser(make_app(redis_url))
+    answers = []
+    for n in range(6):
+        browser.client.environ_base["HTTP_X_FORWARDED_FOR"] = f"198.51.100.{n}"
+        answers.append(browser.sign_in(ADMIN, "not-the-password").status_code)
+    assert answers == [401] * 5 + [429]
+
+
+def test_an_address_is_counted_alone_and_an_ipv6_one_by_its_64() -> None:
+    assert throttle.client("2001:db8:1:2::1") == throttle.client("2001:db8:1:2:ffff::9")
+    assert throttle.client("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert throttle.client("2001:db8:1:3::1") != throttle.client("2001:db8:1:2::1")
+    assert throttle.client("::ffff:192.0.2.1") == "192.0.2.1"
+    assert throttle.client("192.0.2.1") == "192.0.2.1"
+    assert throttle.client(None) == throttle.client("not an address") == "unknown"
+
+
+def test_an_over_long_email_is_a_wrong_sign_in_that_touches_no_key(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    make_accounts(redis_conn)
+    before = set(redis_conn.keys())
+    response = Browser(make_app(redis_url)).sign_in("a" * 243 + "@bank.example", PASSWORD)
+    assert response.status_code == 401
+    assert "Wrong email or password." in response.get_data(as_text=True)
+    assert set(redis_conn.keys()) == before
+
+
+def test_no_admin_template_has_inline_script_or_style_which_the_policy_would_block() -> None:
+    inline = re.compile(r"<script(?![^>]*\ssrc=)|<style|\sstyle=|\son[a-z]+=|javascript:", re.I)
+    templates = sorted(Path(webhooks.__file__).parent.glob("templates/**/*.html"))
+    assert templates
+    for template in templates:
+        found = inline.search(template.read_text())
+        assert found is None, f"{template.name}: {found and found.group(0)}"
 
 
 def test_unknown_email_gets_the_same_answer_as_a_wrong_password(

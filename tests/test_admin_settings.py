@@ -119,6 +119,31 @@ def test_cloud_override_points_worldwide_at_the_emulator_and_accepts_its_client_
     assert saved.client_id == "exsync-demo-app"
 
 
+def test_the_pages_let_authorize_redirect_its_form_post_to_every_sign_in_authority(
+    redis_url: str, redis_conn: redis.Redis
+) -> None:
+    """Chromium checks a form's redirects against form-action, and Authorize's post is answered
+    with a redirect to the cloud's sign-in authority (here the emulator's)."""
+    make_accounts(redis_conn)
+    browser = Browser(
+        make_app(
+            redis_url,
+            cloud_override_graph_url="https://127.0.0.1:8443/v1.0",
+            cloud_override_authority="https://127.0.0.1:8443",
+        )
+    )
+    browser.sign_in()
+    policy = browser.get("/admin/exchange").headers["Content-Security-Policy"]
+    form_action = next(d.split() for d in policy.split(";") if d.split()[0] == "form-action")
+    assert form_action[1:] == [
+        "'self'",
+        "https://127.0.0.1:8443",
+        "https://login.chinacloudapi.cn",
+        "https://login.microsoftonline.com",
+        "https://login.microsoftonline.us",
+    ]
+
+
 def test_saved_settings_are_stored_and_shown_back_without_the_secret(
     admin: Browser, redis_conn: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,6 +17,7 @@ from core import admin_accounts, connection, store
 from core.secrets import SecretBox, generate_key
 from core.settings import load_settings
 from core.staff_status import ROSTER_KEY
+from tests.harness import COCONUT_WEBHOOK_SECRET, SECRET_KEY
 from webhooks.app import create_app
 
 ADMIN = "admin@bank.example"
@@ -28,7 +29,11 @@ CLIENT_SECRET = "Q7x~client-secret-value-0123456789"  # the value no response ma
 
 
 def make_app(redis_url: str, **overrides: Any) -> Flask:
-    settings: dict[str, Any] = {"redis_url": redis_url, "secret_key": generate_key()}
+    settings: dict[str, Any] = {
+        "redis_url": redis_url,
+        "secret_key": SECRET_KEY,
+        "coconut_webhook_secret": COCONUT_WEBHOOK_SECRET,
+    }
     settings.update(overrides)
     app = create_app(load_settings(**settings))
     app.config["TESTING"] = True

@@ -26,3 +26,11 @@ def test_a_malformed_email_is_bad_usage(redis_url: str) -> None:
                   env={"EXSYNC_ADMIN_PASSWORD": "long-enough-password"})  # fmt: skip
     assert done.exit_code == 2
     assert "not an email address: 'not-an-email'" in done.stderr
+
+
+def test_an_email_longer_than_smtp_allows_is_bad_usage(redis_url: str) -> None:
+    done = invoke(redis_url, "admin", "add-user", "a" * 250 + "@bank.example",
+                  env={"EXSYNC_ADMIN_PASSWORD": "long-enough-password"})  # fmt: skip
+    assert done.exit_code == 2
+    assert "an email address has at most 254 characters" in done.stderr
+    assert "a" * 250 not in done.stderr

@@ -3,9 +3,10 @@
 `init_app(app)` wires them into the app factory: session cookies signed with a key derived
 from EXSYNC_SECRET_KEY (Secure when the public URL is https, HttpOnly, SameSite=Lax), CSRF on
 every state-changing request except the webhook receivers (they authenticate by signature or
-clientState) and bearer-token API calls (no cookie, so no cross-site forgery), and the
-blueprints. Without EXSYNC_SECRET_KEY the app still serves the receivers and health checks
-(`exsync web` refuses to start without it); the admin pages then answer 503 and say why.
+clientState) and bearer-token API calls (no cookie, so no cross-site forgery), the security
+headers on every admin answer (webhooks.admin.headers), and the blueprints. Without
+EXSYNC_SECRET_KEY the app still serves the receivers and health checks (`exsync web` refuses
+to start without it); the admin pages then answer 503 and say why.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from core.secrets import SETTING, SecretBox
-from webhooks.admin import api, auth, disconnect, exchange, pages, users
+from webhooks.admin import api, auth, disconnect, exchange, headers, pages, users
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -43,6 +44,7 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     app.before_request(_csrf_unless_exempt)
     app.register_error_handler(CSRFError, _csrf_failed)
+    headers.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(exchange.bp)
     app.register_blueprint(users.bp)
@@ -54,7 +56,7 @@ def init_app(app: Flask) -> None:
 def _csrf_unless_exempt() -> None:
     if request.path.startswith("/webhooks/") or auth.bearer_token() is not None:
         return
-    if request.endpoint != "admin_auth.sign_in" and auth.signed_in_email() is None:
+    if request.endpoint != "admin_auth.sign_in" and auth.signed_in() is None:
         return  # nobody is signed in: the admin guard answers 401 and says why
     csrf.protect(apply_exemptions=True)
 

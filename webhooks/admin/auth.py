@@ -1,8 +1,10 @@
 """Who is asking: admin sign-in and sign-out, server-side sessions, and `require_admin`.
 
-A session is a random id in the signed cookie and a Redis key `exsync:admin:session:{id}`
-holding the email, so signing out (or removing the account) ends it everywhere at once. Every
-request re-reads the account's role: demoting an admin takes effect on their next click.
+A session is a random id in the signed cookie and a Redis key (core.admin_accounts), so signing
+out, removing the account or setting its password ends it everywhere at once. Every request
+re-reads the account's role: demoting an admin takes effect on their next click. Failed
+sign-ins slow down further attempts from the same address and at the same account
+(webhooks.admin.throttle), answered 429 with Retry-After; nobody can lock an account.
 
 `require_admin` accepts a session, or `Authorization: Bearer <token>` from
 `exsync admin add-token` (then only the token counts, never a cookie sent alongside it):
@@ -15,8 +17,9 @@ request re-reads the account's role: demoting an admin takes effect on their nex
 from __future__ import annotations
 
 import logging
-import secrets
+import math
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -33,8 +36,8 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from core import admin_accounts, store
-from webhooks.admin import pages
+from core import admin_accounts
+from webhooks.admin import pages, throttle
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin_auth", __name__)
@@ -43,8 +46,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SESSION_SECONDS = 8 * 3600
-MAX_FAILURES = 10
-FAILURE_WINDOW = 900
 # Every 401 says how to authenticate (RFC 9110 §11.6.1): scripts use a bearer token.
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="exsync admin"'}
 WHY = {
@@ -52,14 +53,8 @@ WHY = {
     "expired": "Your session ended. Sign in again.",
     "signed-out-now": "You are signed out.",
 }
-
-
-def _session_key(sid: str) -> str:
-    return store.admin_session_key(sid)
-
-
-def _failures_key(email: str) -> str:
-    return store.admin_failures_key(email)
+WRONG = "Wrong email or password."
+TOO_MANY = {"address": "from this network address", "account": "for this account"}
 
 
 def bearer_token() -> str | None:
@@ -68,13 +63,12 @@ def bearer_token() -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def signed_in_email() -> str | None:
-    """The email of this browser's live session, or None."""
+def signed_in() -> admin_accounts.Account | None:
+    """The account of this browser's live session, or None."""
     sid = session.get("sid")
     if not isinstance(sid, str):
         return None
-    email = current_app.extensions["exsync"].redis.get(_session_key(sid))
-    return email.decode() if email else None
+    return admin_accounts.session_account(current_app.extensions["exsync"].redis, sid)
 
 
 def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | BaseResponse]:
@@ -99,26 +93,25 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R | tuple[object, int] | 
                 "EXSYNC_SECRET_KEY is not set on this server; the admin pages need it to keep "
                 "sessions and secrets. Set it and restart.",
             )
-        email = signed_in_email()
-        role = admin_accounts.user_role(conn, email) if email else None
-        if email is None or role is None:  # no session, or its account was removed
+        account = signed_in()
+        if account is None:  # no session, or its account was removed or its password set
             why = "expired" if "sid" in session else "signed-out"
             session.clear()
             if pages.wants_html():
                 here = request.full_path.rstrip("?")
                 return redirect(url_for("admin_auth.sign_in", next=here, why=why))
             return pages.refusal(401, "Unauthorized", WHY[why])[0], 401, CHALLENGE
-        g.signed_in = email  # the layout offers to sign out, also on a 403 page
-        if role != "admin":
-            log.info("admin.forbidden", extra={"path": request.path, "role": role})
+        g.signed_in = account.email  # the layout offers to sign out, also on a 403 page
+        if account.role != "admin":
+            log.info("admin.forbidden", extra={"path": request.path, "role": account.role})
             return pages.refusal(
                 403,
                 "Admins only",
-                f"You are signed in as {email}, which is not an admin account. Only admins can "
-                "see settings and the admin API. Sign out and sign in with an admin account, "
-                "or ask an admin to run `exsync admin add-user` for you.",
+                f"You are signed in as {account.email}, which is not an admin account. Only "
+                "admins can see settings and the admin API. Sign out and sign in with an admin "
+                "account, or ask an admin to run `exsync admin add-user` for you.",
             )
-        g.admin = f"user:{email}"
+        g.admin = f"user:{account.email}"
         return view(*args, **kwargs)
 
     return guarded
@@ -143,44 +136,58 @@ def sign_in() -> tuple[object, int] | BaseResponse:
     if request.method == "GET":
         page = render_template("admin/sign_in.html", next=next_url, why=why, error="", email="")
         return page, 200
+    typed, password = request.form.get("email", ""), request.form.get("password", "")
+    try:
+        email = admin_accounts.normalise_email(typed)
+    except admin_accounts.AdminUserError:
+        # Before any Redis use: no account has that address, and a huge one must not become
+        # a key.
+        log.info("admin.signin_failed", extra={"reason": "not an email address"})
+        return _sign_in_page(next_url, WRONG, typed[: admin_accounts.MAX_EMAIL]), 401
     conn = current_app.extensions["exsync"].redis
-    email = request.form.get("email", "").strip().lower()
-    password = request.form.get("password", "")
-    failures = int(conn.get(_failures_key(email)) or 0)
-    if failures >= MAX_FAILURES:
-        log.info("admin.signin_refused", extra={"reason": "too many failures"})
-        error = "Too many failed sign-ins for this account. Wait 15 minutes and try again."
-        return render_template(
-            "admin/sign_in.html", next=next_url, why="", error=error, email=email
-        ), 429
-    if not admin_accounts.check_password(conn, email, password):
-        pipe = conn.pipeline()
-        pipe.incr(_failures_key(email))
-        pipe.expire(_failures_key(email), FAILURE_WINDOW)
-        pipe.execute()
+    address = throttle.client(request.remote_addr)
+    refused = throttle.admit(conn, address, email)
+    if refused is not None:
+        return _throttled(refused, next_url, email)
+    sid = admin_accounts.sign_in(conn, email, password, SESSION_SECONDS)
+    if sid is None:
         log.info("admin.signin_failed", extra={"reason": "wrong email or password"})
-        return render_template(
-            "admin/sign_in.html",
-            next=next_url,
-            why="",
-            error="Wrong email or password.",
-            email=email,
-        ), 401
-    conn.delete(_failures_key(email))
+        return _sign_in_page(next_url, WRONG, email), 401
+    throttle.succeeded(conn, address, email)
     # A fresh id on every sign-in: a session id planted before sign-in is worth nothing.
     session.clear()
-    sid = secrets.token_urlsafe(32)
-    conn.set(_session_key(sid), email, ex=SESSION_SECONDS)
     session["sid"] = sid
     session.permanent = True
     log.info("admin.signed_in", extra={"account": email})
     return redirect(next_url, code=303)
 
 
+def _sign_in_page(next_url: str, error: str, email: str) -> str:
+    return render_template("admin/sign_in.html", next=next_url, why="", error=error, email=email)
+
+
+def _throttled(refused: throttle.Throttled, next_url: str, email: str) -> BaseResponse:
+    log.info("admin.signin_throttled", extra={"by": refused.by, "seconds": refused.seconds})
+    at = datetime.now(UTC) + timedelta(seconds=refused.seconds)
+    error = (
+        f"Too many failed sign-ins {TOO_MANY[refused.by]}. Try again in "
+        f"{_in_words(refused.seconds)}, after {at:%H:%M:%S} UTC."
+    )
+    page = current_app.make_response((_sign_in_page(next_url, error, email), 429))
+    page.headers["Retry-After"] = str(refused.seconds)
+    return page
+
+
+def _in_words(seconds: int) -> str:
+    if seconds >= 120:
+        return f"{math.ceil(seconds / 60)} minutes"
+    return f"{seconds} second{'s' if seconds > 1 else ''}"
+
+
 @bp.post("/admin/sign-out")
 def sign_out() -> BaseResponse:
     sid = session.get("sid")
     if isinstance(sid, str):
-        current_app.extensions["exsync"].redis.delete(_session_key(sid))
+        admin_accounts.sign_out(current_app.extensions["exsync"].redis, sid)
     session.clear()
     return redirect(url_for("admin_auth.sign_in", why="signed-out-now"), code=303)
