@@ -37,7 +37,7 @@ from exsync.processes import Process, wait_until  # noqa: E402
 from tests.harness import free_port  # noqa: E402
 from webhooks.coconut_signature import sign  # noqa: E402
 
-WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789abcdef"
 TENANT = "8c3f5a52-6b0e-4c1f-9a57-2f1d0c5e7b10"
 MAILBOXES = 100
 
@@ -87,9 +87,10 @@ def coconut_requests(count: int) -> list[tuple[dict[str, str], str]]:
         body = json.dumps({"type": "appointment.updated", "created_at": "2030-01-01T00:00:00Z",
                            "data": {"type": "appointments", "id": str(1 + n % 1000),
                                     "attributes": {"status": "scheduled"}}})  # fmt: skip
-        signature = sign(WEBHOOK_SECRET, int(stamp), body.encode())
+        delivery_id = f"bench-{uuid.uuid4().hex}"
+        signature = sign(WEBHOOK_SECRET, int(stamp), delivery_id, body.encode())
         headers = {"Content-Type": "application/json", "X-Coconut-Timestamp": stamp,
-                   "X-Coconut-Delivery-Id": f"bench-{uuid.uuid4().hex}",
+                   "X-Coconut-Delivery-Id": delivery_id,
                    "X-Coconut-Signature": signature}  # fmt: skip
         out.append((headers, body))
     return out

@@ -15,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from emulators.coconut.app import API, create_app
+from emulators.coconut.deliveries import signature
 from emulators.coconut.seed import seed
 from emulators.coconut.store import Settings, Store
 
@@ -253,3 +254,13 @@ def test_slow_page_fault_delays_one_collection_page(http: FlaskClient) -> None:
     started = time.monotonic()
     http.get(f"{API}/appointments", headers=headers)
     assert time.monotonic() - started < 0.3
+
+
+def test_a_delivery_is_signed_v2_over_timestamp_delivery_id_and_body() -> None:
+    """The known answer of tests/test_coconut_signature_vectors.py, computed with OpenSSL: the
+    emulator and the receiver share no code, so each is held to it on its own."""
+    body = b'{"id":"0b9c6a1e-delivery","type":"appointment.rescheduled"}'
+    signed = signature(
+        "whsec_coconut_test_0123456789abcdef", 1_767_225_600, "0b9c6a1e-delivery", body
+    )
+    assert signed == "v2=e0c490cfab1c8cb18e6129a92d6ca6eeef78942ad8d77961b9340f2e570899cc"

@@ -4,6 +4,7 @@ with a reason, never a 500, and nothing is enqueued (the app over a real Redis).
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections.abc import Iterator
@@ -116,7 +117,8 @@ def test_graph_receivers_refuse_what_graph_would_never_send(
 
 DEFECTS = [
     "no signature", "bad signature", "non-ascii signature", "stale", "future", "bad timestamp",
-    "content type", "body", "no delivery id", "long delivery id",
+    "content type", "body", "no delivery id", "long delivery id", "other delivery id",
+    "v1 signature",
 ]  # fmt: skip
 
 
@@ -139,20 +141,27 @@ coconut_bodies = st.one_of(
 
 def coconut_headers(body: bytes, defect: str, content_type: str, now: int) -> dict[str, str]:
     stamp = {"stale": now - 3600, "future": now + 3600}.get(defect, now)
+    delivery_id = "x" * 200 if defect == "long delivery id" else "d-1"
     headers = {
         "Content-Type": content_type if defect == "content type" else "application/json",
         "X-Coconut-Timestamp": "yesterday" if defect == "bad timestamp" else str(stamp),
-        "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, body),
-        "X-Coconut-Delivery-Id": "x" * 200 if defect == "long delivery id" else "d-1",
+        "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, delivery_id, body),
+        "X-Coconut-Delivery-Id": delivery_id,
     }
     if defect == "no signature":
         del headers["X-Coconut-Signature"]
     if defect == "bad signature":
-        headers["X-Coconut-Signature"] = sign("another-secret-entirely", stamp, body)
+        other = "another-secret-entirely-0123456789"
+        headers["X-Coconut-Signature"] = sign(other, stamp, delivery_id, body)
     if defect == "non-ascii signature":
-        headers["X-Coconut-Signature"] = "v1=é" + "0" * 63
+        headers["X-Coconut-Signature"] = "v2=é" + "0" * 63
+    if defect == "v1 signature":  # right by the scheme before, which left the delivery id out
+        old = hmac.new(COCONUT_WEBHOOK_SECRET.encode(), f"{stamp}.".encode() + body, "sha256")
+        headers["X-Coconut-Signature"] = "v1=" + old.hexdigest()
     if defect == "no delivery id":
         del headers["X-Coconut-Delivery-Id"]
+    if defect == "other delivery id":  # a captured delivery replayed under a new id
+        headers["X-Coconut-Delivery-Id"] = "d-2"
     return headers
 
 

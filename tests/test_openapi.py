@@ -53,11 +53,12 @@ ADMIN_PAGES = {
 SUBSCRIPTION = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
 MAILBOX = "52c2f8ab-4b7e-4a5c-9b0f-0d9a1c2e3f40"
 CLIENT_STATE = "the-secret-given-when-subscribing"
-WEBHOOK_SECRET = "whsec-odd-input"
+WEBHOOK_SECRET = "whsec-odd-input-0123456789abcdef-0123"
 
 
 def test_the_served_document_is_valid_openapi_3_1_in_json_and_yaml(redis_url: str) -> None:
-    client = create_app(load_settings(redis_url=redis_url)).test_client()
+    settings = load_settings(redis_url=redis_url, coconut_webhook_secret=WEBHOOK_SECRET)
+    client = create_app(settings).test_client()
     as_json = client.get("/openapi.json")
     as_yaml = client.get("/openapi.yaml")
     assert as_json.status_code == as_yaml.status_code == 200
@@ -69,7 +70,7 @@ def test_the_served_document_is_valid_openapi_3_1_in_json_and_yaml(redis_url: st
 
 
 def test_every_route_but_the_admin_pages_is_described_and_nothing_else(redis_url: str) -> None:
-    app = create_app(load_settings(redis_url=redis_url))
+    app = create_app(load_settings(redis_url=redis_url, coconut_webhook_secret=WEBHOOK_SECRET))
     routes = {
         (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
@@ -92,9 +93,11 @@ NOW = "{now}"  # replaced by the current unix time when sent
         ("/admin/subscriptions", {"user": "\uff11\uff17"}, {}, 400),
         ("/webhooks/graph/lifecycle", {"value": [{"lifecycleEvent": []}]}, {}, 400),
         ("/webhooks/coconut", {},
-         {"X-Coconut-Signature": "v1=\u00e9", "X-Coconut-Timestamp": NOW}, 401),
+         {"X-Coconut-Signature": "v2=\u00e9", "X-Coconut-Timestamp": NOW,
+          "X-Coconut-Delivery-Id": "odd-1"}, 401),
         ("/webhooks/coconut", {},
-         {"X-Coconut-Signature": "v1=ab", "X-Coconut-Timestamp": "9" * 400}, 401),
+         {"X-Coconut-Signature": "v2=ab", "X-Coconut-Timestamp": "9" * 400,
+          "X-Coconut-Delivery-Id": "odd-1"}, 401),
         ("/webhooks/coconut",
          {"type": "appointment.updated", "data": {"type": "appointments", "id": "\u0661"}},
          None, 400),
@@ -110,7 +113,7 @@ def test_odd_input_is_answered_as_documented_never_500(
     token = add_token(redis.Redis.from_url(redis_url), "odd-input")
     raw, now = json.dumps(body).encode(), str(int(time.time()))
     if headers is None:
-        signature = sign(WEBHOOK_SECRET, int(now), raw)
+        signature = sign(WEBHOOK_SECRET, int(now), "odd-1", raw)
         headers = {"X-Coconut-Signature": signature, "X-Coconut-Delivery-Id": "odd-1",
                    "X-Coconut-Timestamp": NOW}  # fmt: skip
     sent = {name: now if value == NOW else value for name, value in headers.items()}

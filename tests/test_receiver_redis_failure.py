@@ -3,7 +3,10 @@
 away between the two, and the sender's retry was answered "duplicate": the change was lost).
 
 Redis "going away" half-way through a request is played by an ACL user that may touch the
-receiver's own keys but neither RQ's nor delete anything, as a dead server would refuse."""
+receiver's own keys but neither RQ's nor delete anything, as a dead server would refuse. The
+receiver claims the delivery id before the enqueue and releases the claim when the enqueue fails;
+here Redis refuses the release too, and the claim, short until its job is queued, lapses before
+Coconut retries (tests/security/test_coconut_replay.py has the release itself)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from core import store
 from core.settings import load_settings
 from tests.harness import COCONUT_WEBHOOK_SECRET
 from webhooks.app import create_app
@@ -45,7 +49,7 @@ def deliver(to: FlaskClient) -> tuple[int, dict]:
     now = int(time.time())
     answer = to.post("/webhooks/coconut", data=body, headers={
         "Content-Type": "application/json", "X-Coconut-Timestamp": str(now),
-        "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, now, body),
+        "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, now, "d-7", body),
         "X-Coconut-Delivery-Id": "d-7",
     })  # fmt: skip
     return answer.status_code, answer.get_json()
@@ -57,6 +61,9 @@ def test_a_delivery_that_could_not_be_queued_is_queued_on_its_retry(
     status, body = deliver(client(crippled_url))
     assert status == 503 and "retry" in body["reason"]
     assert not redis_conn.exists("rq:job:appointment-7")
+    claim = store.delivery_key("coconut", "d-7")
+    assert 0 < redis_conn.pttl(claim) <= 30_000, "Coconut's first retry comes 30 s later"
+    redis_conn.delete(claim)  # those 30 s pass: the claim has lapsed
 
     status, body = deliver(client(redis_url))  # the sender retries; Redis is whole again
 

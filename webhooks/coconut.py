@@ -1,20 +1,23 @@
 """`POST /webhooks/coconut`: Coconut's appointment, absence and user webhooks.
 
-An ordered ladder of guards: authenticate (HMAC over the raw body) → content type → parse →
-filter → dedupe → enqueue → 202. The body is only a hint: the job reads the item's current
-state from Coconut, so order and duplicates do not matter, and nothing but the item id is taken
-from it.
+An ordered ladder of guards: authenticate (HMAC over the timestamp, delivery id and raw body)
+→ content type → parse → filter → claim the delivery id → enqueue → 202. The body is only a
+hint: the job reads the item's current state from Coconut, so order and duplicates do not
+matter, and nothing but the item id is taken from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, current_app, jsonify, request
+from rq import Queue
 
 from core import jobs, store
 from core.job_kinds import JobKind
@@ -62,10 +65,12 @@ class BadDelivery(Exception):
 def receive() -> tuple[Response, int]:
     services = current_app.extensions["exsync"]
     body = request.get_data(cache=False)
+    delivery_id = request.headers.get("X-Coconut-Delivery-Id", "")
     try:
         verify(
             services.settings.coconut_webhook_secret,
             request.headers.get("X-Coconut-Timestamp"),
+            delivery_id,
             request.headers.get("X-Coconut-Signature"),
             body,
         )
@@ -85,21 +90,36 @@ def receive() -> tuple[Response, int]:
         return jsonify(error="Bad Request", reason=str(exc)), 400
     if target is None:
         return jsonify(status="ignored", event=event), 200
-
-    delivery_id = request.headers.get("X-Coconut-Delivery-Id", "")
-    if not delivery_id or len(delivery_id) > 100:
-        return jsonify(
-            error="Bad Request", reason="missing or oversized X-Coconut-Delivery-Id"
-        ), 400
-    if store.seen_delivery(services.redis, "coconut", delivery_id):
+    if not store.claim_delivery(services.redis, "coconut", delivery_id):
         NOTIFICATIONS.labels(source="coconut", outcome="duplicate").inc()
         log.info("coconut.duplicate", extra={"delivery_id": delivery_id})
         return jsonify(status="duplicate", delivery_id=delivery_id), 200
-    job = jobs.ensure_queued(services.queue, target.job, item, version=version)
-    store.remember_delivery(services.redis, "coconut", delivery_id)
+    job = _enqueue_claimed(services.redis, services.queue, delivery_id, target, item, version)
     NOTIFICATIONS.labels(source="coconut", outcome="accepted").inc()
     log.info("coconut.accepted", extra={"coconut_event": event, "item": item, "job_id": job})
     return jsonify(status="accepted", job_id=job), 202
+
+
+def _enqueue_claimed(
+    conn: redis.Redis,
+    queue: Queue,
+    delivery_id: str,
+    target: Target,
+    item: str,
+    version: int | None,
+) -> str:
+    """Queue the job of a delivery this request claimed, then keep the claim for the dedupe
+    window. A failed enqueue releases the claim: the sender retries the 503, and its retry must
+    be queued, not answered "duplicate"."""
+    try:
+        job = jobs.ensure_queued(queue, target.job, item, version=version)
+    except Exception:
+        # Redis may be gone for the release too: then the short claim lapses before the retry.
+        with contextlib.suppress(redis.RedisError):
+            store.release_delivery(conn, "coconut", delivery_id)
+        raise
+    store.keep_delivery(conn, "coconut", delivery_id)
+    return job
 
 
 def _parse(body: bytes) -> tuple[str, Target | None, str, int | None]:

@@ -1,9 +1,10 @@
 """Webhook sender threads: sign, POST, log every attempt, retry with backoff, disable.
 
 Delivery follows research/coconut.md §7.6. The body of a delivery is fixed when the change
-happens; each attempt gets a new `X-Coconut-Timestamp` and a new signature over
-`"{timestamp}.{body}"`, so a receiver's replay window holds for retries too. Signing is written
-out here on purpose: the emulator must not share code with the receiver it is testing.
+happens; each attempt gets a new `X-Coconut-Timestamp` and a new `v2=` signature over
+`"{timestamp}.{delivery id}.{body}"`, so a receiver's replay window holds for retries too, and a
+captured delivery cannot pass under another delivery id. Signing is written out here on purpose:
+the emulator must not share code with the receiver it is testing.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ USER_AGENT = "Coconut-Webhooks/2 (emulator)"
 REORDER_STAGGER = 0.05
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """`v1=<hex HMAC-SHA256(secret, "{timestamp}.{raw body}")>`."""
-    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
+def signature(secret: str, timestamp: int, delivery_id: str, body: bytes) -> str:
+    """`v2=<hex HMAC-SHA256(secret, "{timestamp}.{delivery id}.{raw body}")>`."""
+    message = str(timestamp).encode() + b"." + delivery_id.encode() + b"." + body
+    return "v2=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class Sender:
             "X-Coconut-Delivery-Id": job.delivery_id,
             "X-Coconut-Event": job.event,
             "X-Coconut-Timestamp": str(timestamp),
-            "X-Coconut-Signature": signature(job.secret, timestamp, job.body),
+            "X-Coconut-Signature": signature(job.secret, timestamp, job.delivery_id, job.body),
         }
         try:
             response = http.post(job.url, content=job.body, headers=headers)
