@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from rq import Queue
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -109,7 +108,7 @@ def main() -> int:
         for index in range(args.workers):
             _start_worker(system, index, args.profile)
         start = _read(system)
-        queue = Queue(QUEUE, connection=conn)
+        queue = jobs.queue(QUEUE, conn)
         for staff_id in range(1, args.baseline_staff + 1):
             jobs.ensure_queued(queue, JobKind.SYNC_STAFF, str(staff_id))
         middle = _read(system, _wait_quiet(conn))
@@ -192,7 +191,7 @@ def _wait_quiet(conn: redis.Redis) -> float:
     two seconds later (a webhook for the last write may still be on its way)."""
 
     def quiet() -> bool:
-        queue = Queue(QUEUE, connection=conn)
+        queue = jobs.queue(QUEUE, conn)
         # sync_staff is not a coalesced job: nothing ever clears its flag.
         dirty = (k for k in conn.scan_iter("exsync:dirty:*", count=1000)
                  if not k.startswith(b"exsync:dirty:staff:"))  # fmt: skip

@@ -62,7 +62,7 @@ def main() -> int:
                   **dict(args.setting)},
     ).start()  # fmt: skip
     try:
-        jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.INITIAL_SYNC, "exchange")
+        jobs.ensure_queued(jobs.queue("exsync", conn), JobKind.INITIAL_SYNC, "exchange")
         wait_until(lambda: _quiet(conn), 600, interval=1, what="the initial sync")
         appointments, made = _drive(system, args.rate, args.seconds)
         wait_until(lambda: _quiet(conn), 300, interval=0.5, what="quiet")
@@ -158,7 +158,7 @@ def _throughput(system: System, conn: redis.Redis) -> tuple[float, float, int]:
     (read Coconut, check the event's changeKey), each timed net of a burst that pays the same
     start-up: an empty one for the no-ops, one with a single sync job for the sync jobs (a
     worker's first sync job builds the Graph client, msgraph-sdk's imports and all)."""
-    queue = Queue("exsync", connection=conn)
+    queue = jobs.queue("exsync", conn)
     empty = _burst(system)
     for _ in range(2000):
         queue.enqueue("os.getpid", result_ttl=0)

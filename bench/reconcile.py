@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from rq import Queue
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -78,7 +77,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "exsync.cli", "initial-sync"], env=system.env,
                        check=True, capture_output=True)  # fmt: skip
         _wait_quiet(conn)
-        queue = Queue(QUEUE, connection=conn)
+        queue = jobs.queue(QUEUE, conn)
         covered = reconcile.covered(conn)
         for _ in range(args.rounds):
             incremental.append(_timed(system, conn, lambda: [

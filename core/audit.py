@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
+import ssl
 import threading
 import time
 from datetime import UTC, datetime
@@ -48,8 +49,11 @@ TRANSPORT_OPTIONS = {"confirm_publish": True, "socket_timeout": SEND_SECONDS}
 class AuditPublisher:
     """Publishes audit events from a background thread; `close` flushes what is queued."""
 
-    def __init__(self, url: str, deployment_id: str, exchange: str = EXCHANGE) -> None:
+    def __init__(
+        self, url: str, deployment_id: str, exchange: str = EXCHANGE, ca_file: str | None = None
+    ) -> None:
         self.url = url
+        self.tls = _tls(url, ca_file)
         self.deployment_id = deployment_id
         self.exchange = Exchange(exchange, type="topic", durable=True)
         self.pending: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(QUEUE_LIMIT)
@@ -118,8 +122,9 @@ class AuditPublisher:
             try:
                 if self._producer is None:
                     self._conn = Connection(
-                        self.url, connect_timeout=2, transport_options=TRANSPORT_OPTIONS
-                    )
+                        self.url, connect_timeout=2, transport_options=TRANSPORT_OPTIONS,
+                        ssl=self.tls,
+                    )  # fmt: skip
                     self._conn.ensure_connection(max_retries=0)
                     self._producer = Producer(self._conn.default_channel, exchange=self.exchange)
                 self._producer.publish(
@@ -150,6 +155,15 @@ class AuditPublisher:
         self.dropped += 1
         self._outage_drops += 1
         AUDIT_DROPPED.labels(reason=reason).inc()
+
+
+def _tls(url: str, ca_file: str | None) -> dict[str, Any] | bool:
+    """kombu's TLS options for a rediss:// broker: its certificate checked, against `ca_file`
+    when given (EXSYNC_REDIS_CA_FILE). kombu alone checks none: it warns and goes on. Other
+    brokers keep kombu's default; ssl_* options in the URL's query win over these."""
+    if not url.startswith("rediss://"):
+        return False
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **({"ssl_ca_certs": ca_file} if ca_file else {})}
 
 
 def _transport_errors(conn: Connection | None) -> tuple[type[BaseException], ...]:
@@ -198,6 +212,6 @@ def _make(settings: Settings) -> AuditPublisher | None:
     url = settings.audit_broker
     if url is None:
         return None
-    publisher = AuditPublisher(url, settings.deployment_id)
+    publisher = AuditPublisher(url, settings.deployment_id, ca_file=settings.redis_ca_file)
     atexit.register(publisher.close, FLUSH_SECONDS)
     return publisher

@@ -32,17 +32,19 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 import redis
 from redis.lock import Lock
 from rq import Queue, Retry, get_current_job
-from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.exceptions import DeserializationError, DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from core import store
+from core.job_kinds import JobKind
 from core.metrics import SYNC_LAG
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,73 @@ class Queued(Protocol):
 
     @property
     def kind(self) -> str: ...
+
+
+# RQ pickles a job's data by default, and unpickling runs code: whoever can write to Redis
+# would run it in every process that reads a job (a worker, /metrics, `exsync status`). Jobs
+# travel as JSON instead; their arguments are ids (core.job_kinds), which JSON carries as is.
+SERIALIZER = JSONSerializer
+UNREADABLE = "<unreadable>"  # the function of a job whose data is not what `enqueue` writes
+
+
+class UnregisteredJob(Exception):
+    """A job names a function core.job_kinds does not list: the service did not queue it."""
+
+
+class RegisteredJob(Job):
+    """A job that runs only a function core.job_kinds lists. RQ imports whatever dotted path a
+    job names, so a job planted in Redis could import and run anything; this one fails instead,
+    without importing it, and is not retried."""
+
+    def restore(self, raw_data: Any) -> None:
+        super().restore(raw_data)
+        # The service sets no callbacks or webhooks, so any found were planted: RQ would import
+        # a callback's module, or call a webhook's URL, as the job ends.
+        self._success_callback_name = self._failure_callback_name = None
+        self._stopped_callback_name = None
+        self.webhooks = []
+
+    def _deserialize_data(self) -> None:
+        """Data not shaped as `enqueue` writes it (a pickle, say) reads as a job of the
+        UNREADABLE function: the worker fails it by name instead of crashing on it."""
+        try:
+            super()._deserialize_data()
+            readable = (
+                isinstance(self._func_name, str) and self._instance is None
+                and isinstance(self._args, list) and isinstance(self._kwargs, dict)
+            )  # fmt: skip
+        except DeserializationError:
+            readable = False
+        if not readable:
+            self._func_name, self._instance, self._args, self._kwargs = UNREADABLE, None, [], {}
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        if JobKind.of_path(self.func_name) is None:
+            self.retries_left = None  # every retry would be refused alike
+            why = (
+                "its data is not a job as core.jobs writes it (JSON)"
+                if self.func_name == UNREADABLE
+                else f"{self.func_name!r} is not a job core.job_kinds lists"
+            )
+            raise UnregisteredJob(f"refused without importing anything: {why}")
+        return super().func  # type: ignore[no-any-return]
+
+
+def queue(name: str, conn: redis.Redis) -> Queue:
+    """The service's queue as every process must see it: jobs in JSON, and only registered
+    functions run. Whatever enqueues, fetches or runs jobs gets its queue here."""
+    return Queue(name, connection=conn, serializer=SERIALIZER, job_class=RegisteredJob)
+
+
+def fetch(job_id: str, conn: redis.Redis) -> RegisteredJob:
+    """One job, read as JSON; raises NoSuchJobError."""
+    return RegisteredJob.fetch(job_id, connection=conn, serializer=SERIALIZER)
+
+
+def fetch_many(job_ids: Iterable[str], conn: redis.Redis) -> list[RegisteredJob | None]:
+    """These jobs, read as JSON; None for each one gone."""
+    return RegisteredJob.fetch_many(job_ids, connection=conn, serializer=SERIALIZER)  # type: ignore[return-value]
 
 
 def job_id(kind: str, item: str, suffix: str = "") -> str:
@@ -170,14 +239,14 @@ def _enqueue_unique(
 
 def _status(conn: redis.Redis, candidate: str) -> JobStatus | None:
     try:
-        return Job.fetch(candidate, connection=conn).get_status(refresh=False)
+        return fetch(candidate, conn).get_status(refresh=False)
     except NoSuchJobError:
         return None
 
 
 def _discard(conn: redis.Redis, candidate: str) -> None:
     try:
-        Job.fetch(candidate, connection=conn).delete(remove_from_queue=True)
+        fetch(candidate, conn).delete(remove_from_queue=True)
     except NoSuchJobError:
         return
 
@@ -350,7 +419,7 @@ def run_coalesced(
         log.info("coalesce.more_rounds_needed", extra={"kind": kind, "item": item})
         running = get_current_job(conn)
         if running is not None:
-            ensure_queued(Queue(running.origin, connection=conn), job, item)
+            ensure_queued(queue(running.origin, conn), job, item)
     return rounds
 
 

@@ -20,7 +20,6 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from rq import Queue
-from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from core import store
@@ -67,11 +66,12 @@ AUDIT_DROPPED = Counter(
 
 
 class StateCollector(Collector):
-    """Queue, failed-job and subscription gauges read from Redis when scraped."""
+    """Queue, failed-job and subscription gauges read from Redis when scraped. The queue is
+    the service's own (core.jobs.queue), so the waiting job it reads is read as JSON."""
 
-    def __init__(self, conn: redis.Redis, queue_name: str) -> None:
-        self.conn = conn
-        self.queue_name = queue_name
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.conn: redis.Redis = queue.connection
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -83,7 +83,7 @@ class StateCollector(Collector):
             log.warning("metrics.redis_unavailable", extra={"error": type(exc).__name__})
 
     def _queue(self) -> Iterator[Metric]:
-        queue = Queue(self.queue_name, connection=self.conn)
+        queue = self.queue
         depth = GaugeMetricFamily("exsync_queue_depth", "Jobs waiting in the queue.")
         depth.add_metric([], queue.count)
         yield depth
@@ -91,7 +91,7 @@ class StateCollector(Collector):
             "exsync_queue_oldest_job_age_seconds", "Age of the oldest waiting job (0 if none)."
         )
         oldest = queue.get_job_ids(0, 1)
-        job = Job.fetch(oldest[0], connection=self.conn) if oldest else None
+        job = queue.fetch_job(oldest[0]) if oldest else None
         enqueued = job.enqueued_at.timestamp() if job and job.enqueued_at else None
         age.add_metric([], max(0.0, time.time() - enqueued) if enqueued else 0.0)
         yield age

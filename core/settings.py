@@ -8,6 +8,7 @@ instead of failing on its first job.
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from kombu.transport import TRANSPORT_ALIASES
@@ -22,6 +23,7 @@ ENV_PREFIX = "EXSYNC_"
 # The app registration an environment-only setup signs in with (core.microsoft.graph_access).
 REGISTRATION = ("tenant_id", "client_id", "client_secret")
 AUDIT_OFF = {"", "none"}
+MIN_METRICS_TOKEN_BYTES = 32
 # The values the demo profile of docker-compose.yml sets, published with the source: anyone can
 # sign a webhook or read a refresh token with them, so only a demo (EXSYNC_DEMO) may use them.
 DEMO_SECRETS = {
@@ -34,6 +36,7 @@ HOW_TO_GENERATE = {
     "secret_key": 'python3 -c "from cryptography.fernet import Fernet; '
     'print(Fernet.generate_key().decode())"',
     "coconut_webhook_secret": 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
+    "metrics_token": 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
 }
 
 
@@ -51,6 +54,9 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("EXSYNC_REDIS_URL", "REDIS_URL"),
     )
+    # The CA to check a rediss:// server against (EXSYNC_REDIS_URL's, and a rediss://
+    # EXSYNC_AUDIT_URL's); unset, the system's CAs.
+    redis_ca_file: str | None = None
     deployment_id: str = Field("exsync", pattern=r"^[A-Za-z0-9_-]{1,40}$")
     public_url: str = "http://127.0.0.1:8000"
     queue_name: str = Field("exsync", pattern=r"^[A-Za-z0-9_-]+$")
@@ -121,6 +127,10 @@ class Settings(BaseSettings):
     sync_past_days: int = Field(SYNC_PAST_DAYS, ge=0, le=365)
     sync_future_days: int = Field(180, ge=1, le=730)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Proxies in front of the web app (a load balancer, an ingress) whose X-Forwarded-For
+    # entries name the client: sign-in throttling counts per client address, and behind them
+    # every request would come from the proxy's. 0 believes no X-Forwarded-For at all.
+    trusted_proxies: int = Field(0, ge=0, le=10)
     # Exchange allows 4 concurrent requests per app and mailbox; lower it to leave room for
     # another application using the same app registration.
     graph_mailbox_concurrency: int = Field(4, ge=1, le=4)
@@ -132,6 +142,9 @@ class Settings(BaseSettings):
     # Where audit events go (a kombu URL: redis://, amqp://...): unset means the service's own
     # Redis, "" or "none" turns them off. May hold a broker password, hence no repr.
     audit_url: str | None = Field(None, repr=False)
+    # The bearer token Prometheus sends for the web app's /metrics, which is on the public port:
+    # unset, that /metrics refuses. The workers' and scheduler's metrics ports need none.
+    metrics_token: str = Field("", repr=False)
 
     @field_validator("public_url", "graph_url", "authority", "coconut_app_url")
     @classmethod
@@ -164,6 +177,24 @@ class Settings(BaseSettings):
         if scheme not in TRANSPORT_ALIASES:
             # Never echo the URL: it may carry the broker's password.
             raise ValueError(f"must be a kombu broker URL (redis://, amqp://...), got {scheme!r}")
+        return value
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _redis_ca_file(cls, value: str | None) -> str | None:
+        if value and not Path(value).is_file():
+            raise ValueError(f"must be a CA certificate file, got {value!r} (no such file)")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: str) -> str:
+        # Anyone can reach the web port and try tokens: a short one could be guessed.
+        if value and len(value.encode()) < MIN_METRICS_TOKEN_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_METRICS_TOKEN_BYTES} bytes, got {len(value.encode())}; "
+                f"generate one with: {HOW_TO_GENERATE['metrics_token']}"
+            )
         return value
 
     @field_validator("secret_key")
@@ -219,7 +250,8 @@ class Settings(BaseSettings):
         keys = [k.strip() for k in self.secret_key.split(",")]
         passwords = [urlsplit(url).password for url in (self.redis_url, self.audit_broker or "")]
         return [v for v in (self.client_secret, self.coconut_client_secret,
-                            self.coconut_webhook_secret, *keys, *passwords) if v]  # fmt: skip
+                            self.coconut_webhook_secret, self.metrics_token, *keys,
+                            *passwords) if v]  # fmt: skip
 
     def missing(self, *names: str) -> list[str]:
         """The environment variables of these settings that are left empty."""

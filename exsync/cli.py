@@ -2,12 +2,14 @@
 
 Exit codes scripts can rely on: 0 done, 1 the chore ran and found a problem, 2 bad usage or
 configuration (the message names the setting), 3 Redis is unreachable. Click answers bad usage
-with 2 itself; `Exsync.invoke` turns Redis being unreachable, in any command, into 3.
+with 2 itself; `Exsync.invoke` turns Redis refusing EXSYNC_REDIS_URL's credentials, in any
+command, into 2 and Redis being unreachable into 3.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import tempfile
 from typing import Any
@@ -18,8 +20,10 @@ import redis
 
 from core import jobs, store
 from core.job_kinds import JobKind
+from core.settings import Settings
 from exsync import resync, sync_chores
 from exsync.command import (
+    EXIT_CONFIG,
     EXIT_PROBLEM,
     EXIT_UNREACHABLE,
     SETTINGS_META,
@@ -28,16 +32,49 @@ from exsync.command import (
 
 
 class Exsync(click.Group):
-    """The command group; Redis unreachable anywhere below it exits 3 with one line."""
+    """The command group; anywhere below it, Redis refusing the credentials exits 2 and Redis
+    unreachable exits 3, each with one line that never shows the password."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except redis.AuthenticationError as exc:
+            where = _where(ctx)
+            click.echo(f"exsync: Redis{where} refused the credentials in EXSYNC_REDIS_URL: {exc}",
+                       err=True)  # fmt: skip
+            ctx.exit(EXIT_CONFIG)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            settings = ctx.meta.get(SETTINGS_META)
-            where = f" at {_without_password(settings.redis_url)}" if settings else ""
-            click.echo(f"exsync: Redis unreachable{where}: {exc}", err=True)
+            click.echo(f"exsync: Redis unreachable{_where(ctx)}: {exc}", err=True)
             ctx.exit(EXIT_UNREACHABLE)
+
+
+def _where(ctx: click.Context) -> str:
+    settings = ctx.meta.get(SETTINGS_META)
+    return f" at {_without_password(settings.redis_url)}" if settings else ""
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    return store.connect(settings.redis_url, settings.redis_ca_file)
+
+
+def _redis_accepts(settings: Settings) -> None:
+    """Stop a long-running process at start (exit 2) when Redis refuses EXSYNC_REDIS_URL's
+    credentials or presents a certificate we do not trust: it would retry forever. Redis down
+    is no reason to stop, the process waits for it."""
+    try:
+        with _redis(settings) as conn:
+            conn.ping()
+    except redis.AuthenticationError:
+        raise  # Exsync.invoke names the setting
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+            click.echo(
+                f"exsync: Redis at {_without_password(settings.redis_url)} presented a "
+                f"certificate we do not trust ({exc.__cause__.verify_message}): set "
+                "EXSYNC_REDIS_CA_FILE to the CA that signed it",
+                err=True,
+            )
+            sys.exit(EXIT_CONFIG)
 
 
 def _without_password(url: str) -> str:
@@ -73,7 +110,7 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
     The webhook receivers, /healthz, /readyz, /metrics, the admin pages and API, under
     gunicorn with the gthread worker.
     """
-    command_settings("coconut_webhook_secret", "secret_key")
+    _redis_accepts(command_settings("coconut_webhook_secret", "secret_key"))
     # Each gunicorn process counts on its own; /metrics sums them from this directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="exsync-metrics-")
     os.execvp(
@@ -103,6 +140,7 @@ def worker(host: str, port: int, burst: bool) -> None:
     One RQ worker; run as many as you like. Metrics on --port (0 for none).
     """
     settings = command_settings("tenant_id", "client_id", "coconut_url")
+    _redis_accepts(settings)
     from workers.runner import run_worker
 
     sys.exit(run_worker(settings, host=host, port=port, burst=burst))
@@ -118,6 +156,7 @@ def scheduler(host: str, port: int) -> None:
     sides. Run exactly one.
     """
     settings = command_settings("tenant_id", "client_id", "coconut_url")
+    _redis_accepts(settings)
     from subscriptions.scheduler import run_scheduler
 
     sys.exit(run_scheduler(settings, host=host, port=port))
@@ -174,7 +213,7 @@ def status(as_json: bool) -> None:
     from exsync import ops_state
 
     settings = command_settings()
-    conn = store.connect(settings.redis_url)
+    conn = _redis(settings)
     link, rows = staff_status.current(conn, settings)
     initial = progress(conn)
     queue = ops_state.queue_state(conn, settings.queue_name)
@@ -234,14 +273,12 @@ def initial_sync(status_only: bool) -> None:
 
     Every staff member, both ways (Authorize queues it too); --status only shows progress.
     """
-    from rq import Queue
-
     from core.progress import progress
 
     settings = command_settings()
-    conn = store.connect(settings.redis_url)
+    conn = _redis(settings)
     if not status_only:
-        queue = Queue(settings.queue_name, connection=conn)
+        queue = jobs.queue(settings.queue_name, conn)
         jobs.ensure_queued(queue, JobKind.INITIAL_SYNC, "exchange")
         click.echo("initial sync queued")
     now = progress(conn)
@@ -296,7 +333,7 @@ def admin_add_user(email: str, role: str, password: str) -> None:
 
     settings = command_settings()
     try:
-        email = add_user(store.connect(settings.redis_url), email, password, role)
+        email = add_user(_redis(settings), email, password, role)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"{role} account {email} saved")
@@ -313,7 +350,7 @@ def admin_add_token(name: str) -> None:
 
     settings = command_settings()
     try:
-        token = add_token(store.connect(settings.redis_url), name)
+        token = add_token(_redis(settings), name)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(token)
@@ -327,7 +364,7 @@ def admin_remove_user(email: str) -> None:
 
     settings = command_settings()
     try:
-        removed = remove_user(store.connect(settings.redis_url), email)
+        removed = remove_user(_redis(settings), email)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
     if not removed:
@@ -343,7 +380,7 @@ def admin_revoke_token(name: str) -> None:
     from core.admin_accounts import revoke_token
 
     settings = command_settings()
-    if not revoke_token(store.connect(settings.redis_url), name):
+    if not revoke_token(_redis(settings), name):
         click.echo(f"exsync: no token named {name}", err=True)
         sys.exit(EXIT_PROBLEM)
     click.echo(f"token {name} revoked")

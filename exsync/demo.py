@@ -35,7 +35,6 @@ import click
 import httpx
 import redis
 from cryptography.fernet import Fernet
-from rq import Queue
 
 from core import jobs
 from core.admin_accounts import add_user
@@ -130,7 +129,7 @@ def _run(workdir: Path, host: str, port: int) -> int:
     add_user(conn, ADMIN_EMAIL, admin_password)
     # The demo's Graph app comes from the environment, already consented: sync what exists now,
     # as Authorize does on a real connection.
-    queue = Queue(env.get("EXSYNC_QUEUE_NAME", "exsync"), connection=conn)
+    queue = jobs.queue(env.get("EXSYNC_QUEUE_NAME", "exsync"), conn)
     jobs.ensure_queued(queue, JobKind.INITIAL_SYNC, "exchange")
     _print_started(redis_note, web_url, graph_url, coconut_url, workdir)
     _print_next_steps(web_url, graph_url, workdir, admin_password, passed, ignored)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import click
-from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from core import store
+from core import jobs, store
 from core.settings import Settings
 
 
 def _registry(settings: Settings) -> FailedJobRegistry:
-    conn = store.connect(settings.redis_url)
-    return FailedJobRegistry(queue=Queue(settings.queue_name, connection=conn))
+    conn = store.connect(settings.redis_url, settings.redis_ca_file)
+    return FailedJobRegistry(queue=jobs.queue(settings.queue_name, conn))
 
 
 def list_failed(settings: Settings) -> int:
@@ -23,7 +21,7 @@ def list_failed(settings: Settings) -> int:
     if not ids:
         click.echo("no failed jobs")
         return 0
-    for job in Job.fetch_many(ids, connection=registry.connection):
+    for job in jobs.fetch_many(ids, registry.connection):
         if job is None:
             continue
         reason = (job.latest_result().exc_string if job.latest_result() else "") or ""

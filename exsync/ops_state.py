@@ -11,11 +11,9 @@ import time
 from dataclasses import dataclass
 
 import redis
-from rq import Queue
-from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from core import store
+from core import jobs, store
 
 DAY = 86_400
 
@@ -43,9 +41,9 @@ class MailboxError:
 
 
 def queue_state(conn: redis.Redis, queue_name: str) -> QueueState:
-    queue = Queue(queue_name, connection=conn)
+    queue = jobs.queue(queue_name, conn)
     oldest = queue.get_job_ids(0, 1)
-    job = Job.fetch(oldest[0], connection=conn) if oldest else None
+    job = queue.fetch_job(oldest[0]) if oldest else None
     enqueued = job.enqueued_at.timestamp() if job and job.enqueued_at else None
     return QueueState(
         depth=queue.count,

@@ -21,7 +21,7 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from core import reconcile, refusals, staff_status, store
+from core import jobs, reconcile, refusals, staff_status, store
 from core.staff_status import StaffRow
 from exsync.command import EXIT_PROBLEM, command_settings
 
@@ -52,13 +52,13 @@ def resync(user: str | None, every: bool, no_wait: bool, timeout: int) -> None:
     if bool(user) == every:
         raise click.UsageError("name one staff member (email, staff id or Graph user id) or --all")
     settings = command_settings()
-    conn = store.connect(settings.redis_url)
+    conn = store.connect(settings.redis_url, settings.redis_ca_file)
     rows = staff_status.rows(conn, polling=False)
     if every and not rows:
         click.echo("exsync: no staff members known yet; run `exsync initial-sync` first", err=True)
         sys.exit(EXIT_PROBLEM)
     chosen = rows if every else _matching(rows, user or "")
-    queue = Queue(settings.queue_name, connection=conn)
+    queue = jobs.queue(settings.queue_name, conn)
     watch = Watch(conn, queue, chosen, reconcile.resync(queue, chosen))
     if no_wait:
         click.echo(f"queued {len(watch.jobs)} job(s) for {len(chosen)} staff member(s)")

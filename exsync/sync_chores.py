@@ -265,7 +265,8 @@ def holds_list() -> None:
     """List mailboxes with removals held."""
     from core import held_removals, store
 
-    conn = store.connect(command_settings().redis_url)
+    settings = command_settings()
+    conn = store.connect(settings.redis_url, settings.redis_ca_file)
     found = held_removals.held(conn)
     if not found:
         click.echo("no removals held")
@@ -308,7 +309,8 @@ def discard(user_id: str) -> None:
     """
     from core import held_removals, store
 
-    conn = store.connect(command_settings().redis_url)
+    settings = command_settings()
+    conn = store.connect(settings.redis_url, settings.redis_ca_file)
     _held(conn, user_id)
     count = held_removals.discard(conn, user_id)
     click.echo(f"discarded {count} held removal(s); the busy blocks stay")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq.job import Job
 
+from core import jobs
 from core.job_kinds import JobKind
 from tests.harness import System
 from tests.receiver_support import everything, queued
@@ -101,7 +101,7 @@ def unchanged(redis_conn: redis.Redis) -> Iterator[None]:
 def assert_registered_jobs(conn: redis.Redis) -> None:
     """Every job the system queued during the test names a function core.job_kinds lists."""
     ids = [key.decode().removeprefix("rq:job:") for key in conn.scan_iter("rq:job:*")]
-    queued = {job.func_name for job in Job.fetch_many(ids, connection=conn) if job is not None}
+    queued = {job.func_name for job in jobs.fetch_many(ids, conn) if job is not None}
     conn.close()
     assert {path for path in queued if JobKind.of_path(path) is None} == set()
 

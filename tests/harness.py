@@ -32,6 +32,8 @@ COCONUT_CLIENT_SECRET = "coconut-demo-secret"
 COCONUT_WEBHOOK_SECRET = "whsec-test-0123456789abcdef-0123456789abcdef"
 # A Fernet key (32 url-safe base64 bytes) for the secrets kept in Redis; tests only.
 SECRET_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0="
+# The bearer token a scraper sends for the web app's /metrics; tests only.
+METRICS_TOKEN = "metrics-token-for-tests-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -89,6 +91,7 @@ class System:
             EXSYNC_PUBLIC_URL=self.web_url,
             EXSYNC_JOB_TIMEOUT="60",
             EXSYNC_SECRET_KEY=SECRET_KEY,
+            EXSYNC_METRICS_TOKEN=METRICS_TOKEN,
             PYTHONUNBUFFERED="1",
         )
         if self.cloud_override:

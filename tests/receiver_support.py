@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from rq import Queue
+
+from core import jobs
 
 
 def queued(conn: redis.Redis) -> dict[str, tuple[str, tuple[Any, ...]]]:
     """Every job waiting in the service's queue: id -> (function, args)."""
-    queue = Queue("exsync", connection=conn)
+    queue = jobs.queue("exsync", conn)
     return {job.id: (job.func_name, tuple(job.args)) for job in queue.get_jobs()}
 
 

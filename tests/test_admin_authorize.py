@@ -17,9 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import redis
-from rq import Queue
 
-from core import connection
+from core import connection, jobs
 from core.connection import Status
 from core.job_kinds import JobKind
 from core.microsoft.aadsts import explain
@@ -131,7 +130,7 @@ def sign_in_at_emulator(setup: Setup, authorize_url: str, account: str) -> str:
 
 
 def initial_sync_jobs(redis_conn: redis.Redis) -> list[str]:
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     return [job.func_name for job in queue.jobs]
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from rq import Queue
 
+from core import jobs
 from core.admin_accounts import add_user
 from tests.harness import GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, TENANT, System, wait_until
 from tests.sync_support import mark_of
@@ -197,7 +197,7 @@ def test_after_disconnect_with_removal_authorize_again_brings_every_event_and_bl
     expect(page.locator("#initial-sync")).to_contain_text("finished", timeout=60_000)
     wait_until(lambda: synced_items(system)[1] >= 20, 60, what="the seeded busy blocks")
     wait_until(lambda: len(system.graph_state()["subscriptions"]) == 3, 30, what="subscriptions")
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     wait_until(lambda: queue.count == 0 and queue.started_job_registry.count == 0, 60,
                what="the initial sync to settle")  # fmt: skip
     first = synced_items(system)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 
 import redis
-from rq import Queue
 
-from core import reconcile, store
+from core import jobs, reconcile, store
 from core.staff_status import ROSTER_KEY
 from tests.test_admin_support import Browser, make_accounts, make_app
 
@@ -37,7 +36,7 @@ def test_resync_on_a_row_queues_that_staff_members_items_and_mailbox(
     staff(redis_conn, "2", "bob@bank.example", "u-2")
     browser = signed_in(redis_url, redis_conn)
     assert browser.post("/admin/exchange/users/1/resync", {}).status_code == 303
-    assert sorted(Queue("exsync", connection=redis_conn).get_job_ids()) == [
+    assert sorted(jobs.queue("exsync", redis_conn).get_job_ids()) == [
         "mailbox-u-1",
         "staff-1",
         "staff_items-1",
@@ -56,5 +55,5 @@ def test_recheck_failed_queues_only_staff_in_error_or_with_a_warning(
     browser = signed_in(redis_url, redis_conn)
     answer = browser.post("/admin/exchange/users/recheck", {"which": "failed"})
     assert answer.status_code == 303
-    queued = sorted(Queue("exsync", connection=redis_conn).get_job_ids())
+    queued = sorted(jobs.queue("exsync", redis_conn).get_job_ids())
     assert queued == ["mailbox-u-2", "staff-2", "staff-3", "staff_items-2", "staff_items-3"]

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import redis
-from rq import Queue
 
+from core import jobs
 from core.job_kinds import JobKind
 from tests.harness import COCONUT_WEBHOOK_SECRET, System, wait_until
 from tests.sync_support import (
@@ -187,14 +187,14 @@ def post_signed(system: System, payload: dict, delivery_id: str) -> httpx.Respon
     headers = {
         "Content-Type": "application/json",
         "X-Coconut-Timestamp": stamp,
-        "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, body),
+        "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, delivery_id, body),
         "X-Coconut-Delivery-Id": delivery_id,
     }
     return httpx.post(f"{system.web_url}/webhooks/coconut", content=body, headers=headers)
 
 
 def wait_quiet(conn: redis.Redis, timeout: float = 30) -> None:
-    queue = Queue("exsync", connection=conn)
+    queue = jobs.queue("exsync", conn)
 
     def quiet() -> bool:
         return queue.count == 0 and queue.started_job_registry.count == 0
@@ -253,7 +253,7 @@ def test_graph_throttling_delays_the_event_without_a_failure(
     appt = coconut.book(local(next_weekday(12), 13).isoformat(), staff_id=1)
     wait_for_events(system, "user1@contoso.example", mark(appt), 1)
     assert time.monotonic() - started >= 4, "the worker waited as Retry-After asked"
-    assert Queue("exsync", connection=redis_conn).failed_job_registry.count == 0
+    assert jobs.queue("exsync", redis_conn).failed_job_registry.count == 0
     with system.graph_http() as http:
         assert http.get("/_emulator/state").json()["counters"]["throttled"] >= 3
 
@@ -267,16 +267,18 @@ def test_refused_deliveries_enqueue_nothing_and_change_nothing(
     now = int(time.time())
 
     def post(body: bytes, stamp: int, signature: str | None = None, **headers: str):  # type: ignore[no-untyped-def]
+        delivery_id = f"d-{time.monotonic_ns()}"
+        signature = signature or sign(COCONUT_WEBHOOK_SECRET, stamp, delivery_id, body)
         sent = {
             "Content-Type": "application/json",
             "X-Coconut-Timestamp": str(stamp),
-            "X-Coconut-Signature": signature or sign(COCONUT_WEBHOOK_SECRET, str(stamp), body),
-            "X-Coconut-Delivery-Id": f"d-{time.monotonic_ns()}",
+            "X-Coconut-Signature": signature,
+            "X-Coconut-Delivery-Id": delivery_id,
             **headers,
         }
         return httpx.post(f"{system.web_url}/webhooks/coconut", content=body, headers=sent)
 
-    bad_signature = post(body, now, signature="v1=" + "0" * 64)
+    bad_signature = post(body, now, signature="v2=" + "0" * 64)
     stale = post(body, now - 600)
     future = post(body, now + 600)
     malformed = post(b'{"type": "appointment.created", "data": ', now)
@@ -287,7 +289,7 @@ def test_refused_deliveries_enqueue_nothing_and_change_nothing(
     assert malformed.status_code == 400 and "JSON" in malformed.json()["reason"]
     assert unknown.status_code == 400 and "unknown event type" in unknown.json()["reason"]
     assert oversize.status_code == 413
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     assert queue.count == 0 and not redis_conn.keys("exsync:dirty:*")
     time.sleep(1)
     assert system.graph_state()["events"] == before
@@ -328,7 +330,7 @@ def test_a_job_that_exhausts_its_retries_is_listed_with_its_reason_and_can_be_re
         assert armed.status_code < 300, armed.text
     replay = {"type": "appointment.updated", "data": {"type": "appointments", "id": "1"}}
     assert post_signed(system, replay, "fails-1").status_code == 202
-    failed = Queue("exsync", connection=redis_conn).failed_job_registry
+    failed = jobs.queue("exsync", redis_conn).failed_job_registry
     wait_until(lambda: failed.count == 1, 60, what="the job in the failed registry")
 
     listing = cli(system, "failed", "list")

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Message, Queue
-from rq import Queue as RQQueue
 
 from core import jobs
 from core.audit import EXCHANGE, AuditPublisher
@@ -285,7 +284,7 @@ def test_a_failing_job_publishes_sync_failed_for_each_attempt(
 ) -> None:
     failures = listen(redis_url, "sync.*")
     make_system()
-    queue = RQQueue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     job_id = jobs.ensure_queued(queue, JobKind.SYNC_APPOINTMENT, "bogus", retries=1)
 
     first, last = failures.wait_for("sync.failed", count=2, job_id=job_id)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import redis
 from rq import Queue, SimpleWorker
 
+from core import jobs
 from tests.cli_support import invoke
 
 
 def failing_job(conn: redis.Redis, job_id: str) -> Queue:
     """A job that really runs and fails: int("not a number") raises ValueError."""
-    queue = Queue("exsync", connection=conn)
+    queue = jobs.queue("exsync", conn)
     queue.enqueue("builtins.int", "not a number", job_id=job_id)
-    SimpleWorker([queue], connection=conn).work(burst=True)
+    SimpleWorker([queue], connection=conn, serializer=jobs.SERIALIZER).work(burst=True)
     return queue
 
 

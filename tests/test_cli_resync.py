@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 
 import redis
-from rq import Queue
 
-from core import refusals, store
+from core import jobs, refusals, store
 from core.staff_status import ROSTER_KEY
 from tests.cli_support import invoke, run, run_in_terminal
 from tests.harness import System
@@ -100,7 +99,7 @@ def test_resync_no_wait_queues_the_jobs_and_returns(
     done = invoke(redis_url, "resync", "BOB@bank.example", "--no-wait")
     assert done.exit_code == 0, done.output
     assert done.stdout == "queued 3 job(s) for 1 staff member(s)\n"
-    assert sorted(Queue("exsync", connection=redis_conn).get_job_ids()) == [
+    assert sorted(jobs.queue("exsync", redis_conn).get_job_ids()) == [
         "mailbox-u-2",
         "staff-2",
         "staff_items-2",
@@ -112,7 +111,7 @@ def test_resync_finds_staff_by_coconut_id_and_graph_user_id(redis_url: str, redi
     redis_conn.hset(store.staff_key("2"), mapping={"user_id": "u-2", "address": "bob@bank.example"})
     assert invoke(redis_url, "resync", "1", "--no-wait").exit_code == 0
     assert invoke(redis_url, "resync", "u-2", "--no-wait").exit_code == 0
-    assert sorted(Queue("exsync", connection=redis_conn).get_job_ids()) == [
+    assert sorted(jobs.queue("exsync", redis_conn).get_job_ids()) == [
         "mailbox-u-2", "staff-1", "staff-2", "staff_items-1", "staff_items-2"
     ]  # fmt: skip
 
@@ -122,7 +121,7 @@ def test_an_unknown_staff_member_is_bad_usage(redis_url: str, redis_conn: redis.
     done = invoke(redis_url, "resync", "nobody@bank.example")
     assert done.exit_code == 2
     assert "no staff member on the roster (1 listed" in done.stderr
-    assert Queue("exsync", connection=redis_conn).count == 0
+    assert jobs.queue("exsync", redis_conn).count == 0
 
 
 def test_resync_all_with_an_empty_roster_exits_1(redis_url: str) -> None:

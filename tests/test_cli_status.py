@@ -10,10 +10,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
 from rq.utils import utcformat
 
-from core import store
+from core import jobs, store
 from core.staff_status import ROSTER_KEY
 from tests.cli_support import invoke
 from tests.harness import TENANT
@@ -43,13 +43,13 @@ def subscription(conn: redis.Redis, sub_id: str, user_id: str, expires_in: float
 
 def a_failed_job(conn: redis.Redis) -> None:
     """A job that really ran and failed: int("not a number") raises ValueError."""
-    queue = Queue("exsync", connection=conn)
+    queue = jobs.queue("exsync", conn)
     queue.enqueue("builtins.int", "not a number", job_id="appointment-9")
-    SimpleWorker([queue], connection=conn).work(burst=True)
+    SimpleWorker([queue], connection=conn, serializer=jobs.SERIALIZER).work(burst=True)
 
 
 def a_job_waiting_for(conn: redis.Redis, minutes: int) -> None:
-    job = Queue("exsync", connection=conn).enqueue("builtins.len", "x", job_id="mailbox-u-1")
+    job = jobs.queue("exsync", conn).enqueue("builtins.len", "x", job_id="mailbox-u-1")
     waited = datetime.now(UTC) - timedelta(minutes=minutes)
     conn.hset(job.key, "enqueued_at", utcformat(waited))
 

@@ -15,7 +15,6 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rq import Queue, SimpleWorker
-from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from core import jobs, store
@@ -77,7 +76,7 @@ PROPERTY = settings(
 def queue(redis_url: str) -> Iterator[Queue]:
     conn = redis.Redis.from_url(redis_url)
     jobs.configure(retries=3, timeout=30)
-    yield Queue("probe", connection=conn)
+    yield jobs.queue("probe", conn)
     conn.close()
 
 
@@ -95,14 +94,14 @@ def test_every_change_is_read_by_a_round_that_started_after_it(
     SCRIPT = script
     for _ in range(before):
         script.change()
-    worker = SimpleWorker([queue], connection=queue.connection)
+    worker = SimpleWorker([queue], connection=queue.connection, serializer=jobs.SERIALIZER)
     scheduled = ScheduledJobRegistry(queue=queue)
     for _ in range(20):
         worker.work(burst=True)
         # Time passes: a retry waiting for its back-off (core.jobs.RETRY_INTERVALS) is due.
         for job_id in scheduled.get_job_ids():
             scheduled.remove(job_id)
-            queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
+            queue.enqueue_job(jobs.fetch(job_id, queue.connection))
         if not queue.count:
             break
 
@@ -167,7 +166,7 @@ def versioned_probe(item: str) -> int:
 
 
 def _drain(queue: Queue) -> None:
-    worker = SimpleWorker([queue], connection=queue.connection)
+    worker = SimpleWorker([queue], connection=queue.connection, serializer=jobs.SERIALIZER)
     for _ in range(20):
         worker.work(burst=True)
         if not queue.count:

@@ -23,10 +23,9 @@ from flask import Flask, request
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from rq import Queue
 from werkzeug.serving import make_server
 
-from core import store
+from core import jobs, store
 from core.settings import load_settings
 from tests.emulator_launch import coconut_argv, launch
 from tests.harness import (
@@ -170,6 +169,7 @@ def verified(received: Received) -> None:
     verify(
         COCONUT_WEBHOOK_SECRET,
         received.headers.get("X-Coconut-Timestamp"),
+        received.headers.get("X-Coconut-Delivery-Id"),
         received.headers.get("X-Coconut-Signature"),
         received.body,
     )
@@ -183,7 +183,7 @@ def reschedule(coconut: Coconut, appointment_id: int, start: str) -> None:
     coconut.write("PATCH", f"/appointments/{appointment_id}", "appointments", {"start": start})
 
 
-def test_delivery_is_signed_and_a_tampered_body_fails_verification(
+def test_delivery_is_signed_and_a_tampered_body_or_delivery_id_fails_verification(
     coconut: Coconut, receiver: Receiver, payload_schema: Draft202012Validator
 ) -> None:
     coconut.write("PATCH", "/appointments/1", "appointments", {"notes": "bring ID"})
@@ -199,18 +199,18 @@ def test_delivery_is_signed_and_a_tampered_body_fails_verification(
     assert payload["data"]["attributes"]["version"] == 2
     assert delivery.headers["X-Coconut-Webhook-Id"] == "1"
     assert delivery.headers["User-Agent"].startswith("Coconut-Webhooks/")
+    stamp = delivery.headers["X-Coconut-Timestamp"]
+    signature = delivery.headers["X-Coconut-Signature"]
+    assert signature.startswith("v2=")
     tampered = delivery.body.replace(b'"version":2', b'"version":3')
     assert tampered != delivery.body
+    other_secret = "another-secret-0123456789abcdef-0123"
     with pytest.raises(SignatureError, match="does not match"):
-        verify(
-            COCONUT_WEBHOOK_SECRET, delivery.headers["X-Coconut-Timestamp"],
-            delivery.headers["X-Coconut-Signature"], tampered,
-        )  # fmt: skip
+        verify(COCONUT_WEBHOOK_SECRET, stamp, delivery.delivery_id, signature, tampered)
     with pytest.raises(SignatureError, match="does not match"):
-        verify(
-            "another-secret-0123456789", delivery.headers["X-Coconut-Timestamp"],
-            delivery.headers["X-Coconut-Signature"], delivery.body,
-        )  # fmt: skip
+        verify(COCONUT_WEBHOOK_SECRET, stamp, "another-delivery-id", signature, delivery.body)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify(other_secret, stamp, delivery.delivery_id, signature, delivery.body)
 
 
 def test_admin_actions_emit_their_appointment_events(
@@ -393,11 +393,11 @@ def service_receiver(redis_url: str) -> Iterator[str]:
 def test_the_services_receiver_accepts_the_emulators_deliveries_once(
     tmp_path: Path, service_receiver: str, redis_conn: Any
 ) -> None:
-    """Signed deliveries get 202 and a queued job; a duplicated delivery costs no second job.
+    """Signed deliveries get 202 and a queued job; a duplicated delivery gets 200 "duplicate".
 
-    The delivery id is remembered once its job is queued (never before: see
-    tests/test_receiver_redis_failure.py), so two copies arriving at the same moment may both
-    be accepted; the second one finds the job waiting and adds nothing."""
+    The receiver claims the delivery id in one step before queueing, so of two copies arriving
+    at the same moment exactly one is accepted (tests/security/test_coconut_replay.py races
+    them)."""
     hooks = Receiver(url=service_receiver)
     with start_emulator(tmp_path, hooks) as coconut:
         coconut.fault("delivery_duplicate", count=1)
@@ -408,8 +408,8 @@ def test_the_services_receiver_accepts_the_emulators_deliveries_once(
             codes = sorted(a["status_code"] for a in delivery["attempts"])
             return codes if len(codes) == 2 else None
 
-        assert wait_until(answered, 10, what="both copies answered") in ([200, 202], [202, 202])
-    queued = Queue("coconut", connection=redis_conn)
+        assert wait_until(answered, 10, what="both copies answered") == [200, 202]
+    queued = jobs.queue("coconut", redis_conn)
     assert len(queued) == 1
 
 
@@ -428,7 +428,7 @@ def test_the_receiver_keeps_the_newest_version_its_deliveries_announce(
         stamp = int(time.time())
         answer = httpx.post(service_receiver, content=body, headers={
             "Content-Type": "application/json", "X-Coconut-Timestamp": str(stamp),
-            "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, body),
+            "X-Coconut-Signature": sign(COCONUT_WEBHOOK_SECRET, stamp, f"version-{n}", body),
             "X-Coconut-Delivery-Id": f"version-{n}",
         })  # fmt: skip
         assert answer.status_code == 202, answer.text

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 import redis
-from rq import Queue
 
-from core import staff_status, store
+from core import jobs, staff_status, store
 from core.staff_status import State
 from tests.harness import System, wait_until
 from tests.sync_support import Outlook, at, graph_fault, scrape, user_id, wait_blocks
@@ -84,7 +83,7 @@ def test_a_mailbox_whose_delta_misbehaves_still_syncs(
                          settings=SETTINGS)  # fmt: skip
     wait_until(lambda: subscribed(system), 60, what="a subscription per staff mailbox")
     wait_blocks(system, STAFF1, lambda bs: len(bs) >= 11, what="the seeded events")
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     wait_until(lambda: not queue.count and not queue.started_job_registry.count, 60,
                what="the initial sync done")  # fmt: skip
     uid = user_id(system, USER1)

@@ -65,7 +65,10 @@ def test_readyz_is_503_with_a_reason_when_redis_is_down() -> None:
 
 def test_a_partial_app_registration_is_503_naming_the_missing_setting(redis_url: str) -> None:
     settings = load_settings(
-        redis_url=redis_url, tenant_id=TENANT, client_id="app", client_secret="",
+        redis_url=redis_url,
+        tenant_id=TENANT,
+        client_id="app",
+        client_secret="",
         coconut_webhook_secret=COCONUT_WEBHOOK_SECRET,
     )
     ready = create_app(settings).test_client().get("/readyz")

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 import redis
-from rq import Queue
 
+from core import jobs
 from core.admin_accounts import add_token
 from tests.harness import System, wait_until
 from tests.sync_support import CoconutAdmin, graph_fault, mark_of, marked_events, user_id, utc
@@ -241,7 +241,7 @@ def sync_quietly(system: System, conn: redis.Redis, want: set[tuple[str, str]]) 
     """Run the initial sync and wait until everything is projected and no job is left."""
     assert "initial sync queued" in run_cli(system, "initial-sync")
     wait_until(lambda: set(projected(system)) >= want, 120, what="every item projected")
-    queue = Queue("exsync", connection=conn)
+    queue = jobs.queue("exsync", conn)
     wait_until(lambda: queue.count == 0 and queue.started_job_registry.count == 0, 60,
                what="the queue to drain")  # fmt: skip
 
@@ -330,7 +330,7 @@ def test_a_worker_killed_mid_batch_leaves_each_event_once(
     wait_until(lambda: set(projected(system)) >= want, 150, what="the retried sync")
     counts = projected(system)
     assert set(counts) == want and set(counts.values()) == {1}, "nothing doubled"
-    assert Queue("exsync", connection=redis_conn).failed_job_registry.count == 0
+    assert jobs.queue("exsync", redis_conn).failed_job_registry.count == 0
 
 
 def test_throttled_creates_inside_a_batch_are_retried_as_graph_asks(
@@ -354,4 +354,4 @@ def test_throttled_creates_inside_a_batch_are_retried_as_graph_asks(
     assert sent["POST /v1.0/users/<user>/events"] == len(want) + 3, "the three, once more"
     assert 6 <= sent["GET /v1.0/users/<user>/events"] <= 9, "retried in the batch, not per item"
     assert time.monotonic() - started >= 2, "the retry waited as Retry-After asked"
-    assert Queue("exsync", connection=redis_conn).failed_job_registry.count == 0
+    assert jobs.queue("exsync", redis_conn).failed_job_registry.count == 0

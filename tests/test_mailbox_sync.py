@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from rq import Queue
 
+from core import jobs
 from core.admin_accounts import add_token
 from tests.harness import TENANT, System, wait_until
 from tests.sync_support import Outlook, at, busy_blocks, wait_blocks
@@ -227,7 +227,7 @@ def test_a_burst_of_1000_notifications_costs_at_most_3_delta_rounds(
 ) -> None:
     uid = mailbox_id(system, USER1)
     sub_id, client_state = our_subscription(redis_conn, uid)
-    wait_until(lambda: Queue("exsync", connection=redis_conn).count == 0, 30, what="quiet")
+    wait_until(lambda: jobs.queue("exsync", redis_conn).count == 0, 30, what="quiet")
     before = system.graph_state()["counters"]["delta_rounds"].get(uid, 0)
     item = {"subscriptionId": sub_id, "clientState": client_state, "changeType": "updated",
             "resource": f"Users/{uid}/Events/x", "tenantId": TENANT}  # fmt: skip
@@ -254,7 +254,7 @@ def test_a_notification_of_a_state_we_already_hold_starts_no_round(
     a deletion, is news."""
     uid = mailbox_id(system, USER1)
     sub_id, client_state = our_subscription(redis_conn, uid)
-    wait_until(lambda: Queue("exsync", connection=redis_conn).count == 0, 30, what="quiet")
+    wait_until(lambda: jobs.queue("exsync", redis_conn).count == 0, 30, what="quiet")
     (events,) = [evs for mailbox, evs in system.graph_state()["events"].items() if mailbox == uid]
     blocks = {
         k.decode(): json.loads(v) for k, v in redis_conn.hgetall(f"exsync:block:{uid}").items()
@@ -274,7 +274,7 @@ def test_a_notification_of_a_state_we_already_hold_starts_no_round(
     redis_conn.hdel(f"exsync:mailbox:{uid}", "last_notification_at")
     echo = notify(system, [notification("updated", event["changeKey"])] * 3)
     assert echo.status_code == 202, echo.text
-    assert not redis_conn.exists(dirty) and Queue("exsync", connection=redis_conn).count == 0
+    assert not redis_conn.exists(dirty) and jobs.queue("exsync", redis_conn).count == 0
     assert redis_conn.hget(f"exsync:mailbox:{uid}", "last_notification_at")  # heard from
 
     for news in (notification("updated", "a-newer-change-key"),
@@ -287,7 +287,7 @@ def test_a_notification_of_a_state_we_already_hold_starts_no_round(
 def test_refused_notifications_enqueue_nothing(system: System, redis_conn: redis.Redis) -> None:
     uid = mailbox_id(system, USER1)
     sub_id, client_state = our_subscription(redis_conn, uid)
-    wait_until(lambda: Queue("exsync", connection=redis_conn).count == 0, 30, what="quiet")
+    wait_until(lambda: jobs.queue("exsync", redis_conn).count == 0, 30, what="quiet")
     redis_conn.delete(f"exsync:dirty:mailbox:{uid}")
     good = {"subscriptionId": sub_id, "clientState": client_state, "tenantId": TENANT}
     wrong_state = notify(system, [{**good, "clientState": "guess"}])
@@ -301,7 +301,7 @@ def test_refused_notifications_enqueue_nothing(system: System, redis_conn: redis
     assert "foreign tenant" in foreign.json()["reason"]
     assert malformed.status_code == 400 and "JSON" in malformed.json()["reason"]
     assert not redis_conn.exists(f"exsync:dirty:mailbox:{uid}")
-    assert Queue("exsync", connection=redis_conn).count == 0
+    assert jobs.queue("exsync", redis_conn).count == 0
     assert client_state not in system.logs()
     handshake = httpx.post(f"{system.web_url}/webhooks/graph?validationToken=a%2Bb%3Cc")
     assert (handshake.status_code, handshake.text) == (200, "a+b<c")
@@ -388,7 +388,7 @@ def test_a_block_whose_create_was_never_recorded_goes_with_its_event(
     # Found reading the chaos suite's seed-14 bug on the Coconut side: the worker died after
     # Coconut made the block and before its id was kept, the event was then deleted, and the
     # block stayed: the round that saw the deletion did not know the block existed.
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     wait_until(lambda: not queue.count and not queue.started_job_registry.count, 60,
                what="the initial sync done, so the slow write is ours")  # fmt: skip
     with system.coconut_http() as coconut:

@@ -9,12 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import redis
-from rq import Queue
 
-from core import store
+from core import jobs, store
 from core.job_kinds import JobKind
-from core.settings import load_settings
-from tests.harness import System, wait_until
+from core.settings import Settings, load_settings
+from tests.harness import COCONUT_WEBHOOK_SECRET, METRICS_TOKEN, System, wait_until
 from tests.sync_support import (
     CoconutAdmin,
     Outlook,
@@ -29,19 +28,34 @@ from tests.sync_support import (
 from webhooks.app import create_app
 
 USER1, STAFF1 = "user1@contoso.example", 1
+BEARER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+def app_settings(redis_url: str) -> Settings:
+    return load_settings(
+        redis_url=redis_url, coconut_webhook_secret=COCONUT_WEBHOOK_SECRET,
+        metrics_token=METRICS_TOKEN,
+    )  # fmt: skip
 
 
 def scrape_app(redis_url: str) -> Samples:
-    client = create_app(load_settings(redis_url=redis_url)).test_client()
-    answer = client.get("/metrics")
+    client = create_app(app_settings(redis_url)).test_client()
+    answer = client.get("/metrics", headers=BEARER)
     assert answer.status_code == 200
     return parse_metrics(answer.get_data(as_text=True))
+
+
+def scrape_web(system: System) -> Samples:
+    """The web app's /metrics, which answers only with the token (the harness sets it)."""
+    answer = httpx.get(f"{system.web_url}/metrics", headers=BEARER, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return parse_metrics(answer.text)
 
 
 def test_queue_and_subscription_gauges_follow_redis(
     redis_url: str, redis_conn: redis.Redis
 ) -> None:
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     queue.enqueue(JobKind.SYNC_MAILBOX.path, "m-1", job_id="probe-1")
     queue.enqueue(JobKind.SYNC_MAILBOX.path, "m-2", job_id="probe-2")
     now = time.time()
@@ -74,8 +88,8 @@ def test_queue_and_subscription_gauges_follow_redis(
 
 
 def test_metrics_answer_without_redis_instead_of_failing_the_scrape() -> None:
-    client = create_app(load_settings(redis_url="redis://127.0.0.1:1/0")).test_client()
-    answer = client.get("/metrics")
+    client = create_app(app_settings("redis://127.0.0.1:1/0")).test_client()
+    answer = client.get("/metrics", headers=BEARER)
     assert answer.status_code == 200
     assert b"exsync_queue_depth" not in answer.data
 
@@ -86,7 +100,7 @@ def test_the_receivers_count_what_they_accept_and_refuse(
     redis_conn.hset(
         store.subscription_key("s-ok"), mapping={"user_id": "u-1", "client_state": "cs"}
     )
-    client = create_app(load_settings(redis_url=redis_url)).test_client()
+    client = create_app(app_settings(redis_url)).test_client()
     before = scrape_app(redis_url).get("exsync_notifications_total", {})
 
     def count(samples: dict, outcome: str) -> float:
@@ -132,7 +146,7 @@ def test_a_real_sync_shows_in_the_web_worker_and_scheduler_metrics(make_system) 
         assert lag_count[key] >= 1
         assert 0 < lag_sum[key] / lag_count[key] < 60
     assert worker["exsync_throttle_wait_seconds_total"][()] >= 0
-    web = scrape(f"{system.web_url}/metrics")
+    web = scrape_web(system)
     notifications = web["exsync_notifications_total"]
     assert notifications[(("outcome", "accepted"), ("source", "coconut"))] >= 1
     assert notifications[(("outcome", "accepted"), ("source", "graph"))] >= 1
@@ -149,6 +163,4 @@ def test_a_real_sync_shows_in_the_web_worker_and_scheduler_metrics(make_system) 
 
 
 def lag_of(system: System, mailbox: str) -> float:
-    return scrape(f"{system.web_url}/metrics")["exsync_mailbox_sync_lag_seconds"][
-        (("mailbox", mailbox),)
-    ]
+    return scrape_web(system)["exsync_mailbox_sync_lag_seconds"][(("mailbox", mailbox),)]

@@ -15,9 +15,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import redis
-from rq import Queue
 
-from core import connection, reconcile, refusals, store
+from core import connection, jobs, reconcile, refusals, store
 from core.coconut.models import Absence, AbsenceWrite
 from core.secrets import SecretBox, generate_key
 from core.sync_records import Block
@@ -59,7 +58,7 @@ def test_saving_the_titles_toggle_reconciles_every_mailbox_at_once(
     for user_id in ("u-1", "u-2"):
         asked = reconcile.last(redis_conn, user_id)
         assert asked.requested_at > 0 and "show_event_titles" in asked.reason
-    queued = sorted(Queue("exsync", connection=redis_conn).get_job_ids())
+    queued = sorted(jobs.queue("exsync", redis_conn).get_job_ids())
     assert queued == ["mailbox-u-1", "mailbox-u-2", "staff_items-1", "staff_items-2"]
 
 
@@ -70,7 +69,7 @@ def test_saving_what_changes_no_rule_asks_for_nothing(
     saved = admin.post("/admin/exchange", valid_settings(client_secret="", display_name="EXO"))
     assert saved.status_code == 303
     assert reconcile.last(redis_conn, "u-1").requested_at == 0
-    assert Queue("exsync", connection=redis_conn).get_job_ids() == []
+    assert jobs.queue("exsync", redis_conn).get_job_ids() == []
 
 
 def test_a_new_tenant_forgets_every_cursor(redis_url: str, redis_conn: redis.Redis) -> None:
@@ -185,4 +184,4 @@ def test_disconnecting_again_retries_a_disconnect_whose_job_gave_up(
     admin.get("/admin/exchange/disconnect")
     answer = admin.post("/admin/exchange/disconnect", {"confirm": "yes"})
     assert answer.status_code == 303
-    assert Queue("exsync", connection=redis_conn).get_job_ids() == ["disconnect-subscriptions"]
+    assert jobs.queue("exsync", redis_conn).get_job_ids() == ["disconnect-subscriptions"]

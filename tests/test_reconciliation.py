@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from rq import Queue
 
 from core import jobs, reconcile, refusals, store
 from core.job_kinds import JobKind
@@ -46,7 +45,7 @@ def seeded(make_system) -> System:  # type: ignore[no-untyped-def]
 
 
 def quiet(system: System, conn: redis.Redis) -> None:
-    queue = Queue("exsync", connection=conn)
+    queue = jobs.queue("exsync", conn)
     wait_until(lambda: queue.count == 0 and queue.started_job_registry.count == 0, 90,
                what="the queue to drain")  # fmt: skip
 
@@ -115,7 +114,7 @@ def test_a_block_coconut_refuses_fails_alone_and_is_named_until_it_fits(
     assert "'Parental leave'" in refusal.text and "422" in refusal.text
 
     # Still refused after the next full round (the rest of the mailbox keeps converging) ...
-    reconcile.request(Queue("exsync", connection=redis_conn), str(STAFF1), mailbox, "test")
+    reconcile.request(jobs.queue("exsync", redis_conn), str(STAFF1), mailbox, "test")
     quiet(system, redis_conn)
     (again,) = refusals.refused(redis_conn, mailbox)
     assert again.attempts == 2 and again.retry_at > refusal.retry_at
@@ -147,7 +146,7 @@ def test_a_refused_item_due_again_is_retried_by_a_full_round(
     key = store.refused_key(mailbox)
     redis_conn.hset(key, refusal.event_id, redis_conn.hget(key, refusal.event_id).replace(
         str(refusal.retry_at).encode(), b"0"))  # fmt: skip
-    jobs.ensure_queued(Queue("exsync", connection=redis_conn), JobKind.SYNC_MAILBOX, mailbox)
+    jobs.ensure_queued(jobs.queue("exsync", redis_conn), JobKind.SYNC_MAILBOX, mailbox)
     wait_blocks(system, STAFF1, titled("Sabbatical"), what="the refused block made on its retry")
     wait_until(lambda: not refusals.refused(redis_conn, mailbox), 30, what="the refusal cleared")
 
@@ -289,7 +288,7 @@ def test_the_keep_policy_holds_against_the_coconut_reconciliation_and_a_resync(
 ) -> None:
     system, booking, warning = edited_in_outlook(make_system, redis_conn, "keep")
     assert "the edit is kept for now" in warning
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     jobs.ensure_queued(queue, JobKind.RECONCILE_COCONUT, "all")
     quiet(system, redis_conn)
     assert run_cli(system, "resync", USER1).returncode == 0

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from rq import Queue
 
+from core import jobs
 from tests.harness import System, wait_until
 from tests.sync_support import CoconutAdmin, graph_fault, mark_of, marked_events, user_id
 from tests.test_appointment_sync import local, mark, next_weekday, wait_quiet
@@ -64,7 +64,7 @@ def test_a_create_retried_after_graph_made_it_adopts_the_event(
     mailbox = user_id(system, USER1)
     graph_fault(system, kind="fail_after_write", mailbox=mailbox, method="POST", count=1)
     before = graph_routes(system)
-    failed = Queue("exsync", connection=redis_conn).failed_job_registry
+    failed = jobs.queue("exsync", redis_conn).failed_job_registry
     coconut = CoconutAdmin(system)
     day = next_weekday(11)
     appt = coconut.book(local(day, 10).isoformat(), staff_id=1)
@@ -92,7 +92,7 @@ def test_a_lost_mapping_of_a_deleted_event_makes_it_again_with_the_next_generati
     # with generation 0's transactionId again, and Graph refuses it with nothing to adopt.
     system = make_system(graph_args=["--users", "3"], settings=NO_RETRIES)
     mailbox = user_id(system, USER1)
-    failed = Queue("exsync", connection=redis_conn).failed_job_registry
+    failed = jobs.queue("exsync", redis_conn).failed_job_registry
     coconut = CoconutAdmin(system)
     appt = coconut.book(local(next_weekday(12), 10).isoformat(), staff_id=1)
     key = f"exsync:projection:appointment:{appt}"
@@ -128,7 +128,7 @@ def test_creates_retried_inside_the_initial_syncs_batch_adopt_their_events(
     graph_fault(system, kind="fail_after_write", mailbox=mailbox, method="POST", count=3)
     before = graph_routes(system)
     reads = appointment_reads(system)
-    failed = Queue("exsync", connection=redis_conn).failed_job_registry
+    failed = jobs.queue("exsync", redis_conn).failed_job_registry
 
     assert "initial sync queued" in run_cli(system, "initial-sync")
     wait_until(lambda: set(projected(system)) >= want or failed.count > 0, 90,

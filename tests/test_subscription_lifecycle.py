@@ -26,7 +26,6 @@ import httpx
 import pytest
 import redis
 from rq import Queue
-from rq.job import Job
 
 from core import jobs, staff_status
 from core.job_kinds import JobKind
@@ -180,7 +179,7 @@ def test_a_storm_of_reauthorization_notices_costs_one_reauthorization(
                what="a storm of reauthorizationRequired")  # fmt: skip
     with system.graph_http() as http:
         http.delete("/_emulator/faults").raise_for_status()
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     wait_until(lambda: idle(queue), 60, what="every notice answered")
     assert requests_to(system, "POST /v1.0/subscriptions/<sub_id>/reauthorize") == 1
     assert requests_to(system, "PATCH /v1.0/subscriptions/<sub_id>") == 1
@@ -201,14 +200,14 @@ def test_a_removal_absorbed_by_a_waiting_subscription_job_is_not_lost(
     system = make_system(workers=0, graph_args=USERS, settings=QUIET)
     uid = user_id(system, USER1)
     first = created(system, USER1)
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     job_id = jobs.ensure_queued(queue, waiting, first)
     with system.graph_http() as http:
         http.post(f"/_emulator/subscriptions/{first}/lifecycle",
                   json={"event": "subscriptionRemoved"}).raise_for_status()  # fmt: skip
     wait_until(lambda: int(redis_conn.get(f"exsync:dirty:subscription:{first}") or 0) >= 2, 10,
                what="the removal's recreate joining the waiting job")  # fmt: skip
-    assert Job.fetch(job_id, connection=redis_conn).func_name == waiting.path
+    assert jobs.fetch(job_id, redis_conn).func_name == waiting.path
     system.start_worker(0)
     fresh = wait_until(lambda: redis_conn.get(f"exsync:subscription_of:{uid}") not in
                        (None, first.encode()), 60, what="the subscription recreated")  # fmt: skip
@@ -227,7 +226,7 @@ def test_missed_notifications_cost_one_delta_round(
     system = make_system(workers=1, graph_args=USERS, settings=QUIET)
     uid = user_id(system, USER1)
     sub_id = created(system, USER1)
-    queue = Queue("exsync", connection=redis_conn)
+    queue = jobs.queue("exsync", redis_conn)
     wait_until(lambda: idle(queue), 60, what="the first round")
 
     def rounds() -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from core import jobs
 from tests.chaos.system import QUIET_NETS, ChaosSystem
 from tests.harness import wait_until
 from tests.sync_support import CoconutAdmin, wait_for_events
@@ -29,7 +29,7 @@ def test_a_worker_busy_when_redis_dies_stays_up_and_finishes_the_work(tmp_path: 
         start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0).isoformat()
         booked = admin.book(start, staff_id=1)
         conn = redis.Redis.from_url(system.redis_url)
-        running = StartedJobRegistry(queue=Queue("exsync", connection=conn))
+        running = StartedJobRegistry(queue=jobs.queue("exsync", conn))
         wait_until(lambda: f"appointment-{booked}" in running.get_job_ids(), 20, interval=0.02,
                    what="the appointment's job running")  # fmt: skip
 

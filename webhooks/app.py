@@ -7,6 +7,7 @@ import redis
 from flask import Flask, jsonify
 from rq import Queue
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import audit, jobs, logs, store
 from core.settings import Settings, load_settings
@@ -22,11 +23,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.redact(*settings.secrets)
     audit.configure(settings)  # the admin's hold decisions are audit events too
     app = Flask(__name__)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0)  # type: ignore[method-assign]
     request_id.init_app(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     jobs.configure(settings.job_retries, settings.job_timeout)
-    conn = store.connect(settings.redis_url)
-    app.extensions["exsync"] = Services(settings, conn, Queue(settings.queue_name, connection=conn))
+    conn = store.connect(settings.redis_url, settings.redis_ca_file)
+    app.extensions["exsync"] = Services(settings, conn, jobs.queue(settings.queue_name, conn))
     app.register_blueprint(coconut.bp)
     app.register_blueprint(graph.bp)
     health.init_app(app)

@@ -18,7 +18,7 @@ import redis
 from msgraph import GraphServiceClient
 from rq import Queue
 
-from core import audit, connection, logs, store
+from core import audit, connection, jobs, logs, store
 from core.coconut.client import CoconutClient
 from core.coconut.models import Staff
 from core.microsoft import graph_access
@@ -52,11 +52,11 @@ class WorkerContext:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return store.connect(self.settings.redis_url)
+        return store.connect(self.settings.redis_url, self.settings.redis_ca_file)
 
     @cached_property
     def queue(self) -> Queue:
-        return Queue(self.settings.queue_name, connection=self.redis)
+        return jobs.queue(self.settings.queue_name, self.redis)
 
     @property
     def graph(self) -> GraphServiceClient:

@@ -33,7 +33,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.worker import WorkerStatus
 
-from core import audit, logs
+from core import audit, jobs, logs
 from core.metrics import JOB_SECONDS
 from core.settings import Settings
 from workers.context import WorkerContext, install
@@ -155,6 +155,8 @@ def run_worker(settings: Settings, *, host: str, port: int, burst: bool = False)
             worker = ExsyncWorker(
                 [ctx.queue],
                 connection=ctx.redis,
+                serializer=jobs.SERIALIZER,
+                job_class=jobs.RegisteredJob,  # runs only what core.job_kinds lists
                 worker_ttl=HEARTBEAT_TTL,
                 maintenance_interval=MAINTENANCE_SECONDS,
                 exception_handlers=[publish_failure],

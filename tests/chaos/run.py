@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from core import jobs, reconcile, store
@@ -210,7 +209,7 @@ def _wait_quiet(system: ChaosSystem, timeout: float) -> None:
 def _busy(system: ChaosSystem, conn: redis.Redis) -> list[str]:
     """What is still going on, in words (empty when quiet)."""
     try:
-        queue = Queue(QUEUE, connection=conn)
+        queue = jobs.queue(QUEUE, conn)
         busy = [
             f"{name}: {ids}"
             for name, ids in (
@@ -284,7 +283,7 @@ def _run_safety_nets(system: ChaosSystem) -> None:
     """What the scheduler queues on its intervals, all at once, with each mailbox's daily full
     reconciliation (its window's move) brought forward."""
     conn = redis.Redis.from_url(system.redis_url)
-    queue = Queue(QUEUE, connection=conn)
+    queue = jobs.queue(QUEUE, conn)
     for job in NETS:
         jobs.ensure_queued(queue, job, "all")
     reconcile.request_all(queue, "chaos: the daily reconciliation")
@@ -294,7 +293,7 @@ def _run_safety_nets(system: ChaosSystem) -> None:
 def _health(system: ChaosSystem) -> list[str]:
     findings = [f"{name} died on its own" for name in system.dead_unexpectedly()]
     conn = redis.Redis.from_url(system.redis_url)
-    failed = FailedJobRegistry(queue=Queue(QUEUE, connection=conn))
+    failed = FailedJobRegistry(queue=jobs.queue(QUEUE, conn))
     findings += [f"job {job_id} exhausted its retries" for job_id in failed.get_job_ids()]
     conn.close()
     return findings

@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import redis
-from rq import Queue
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
 from core import connection, jobs, store
@@ -645,10 +644,10 @@ class World:
         connection.mark_disconnecting(conn)
         conn.delete(store.disconnect_key())
         what = "everything" if remove else "subscriptions"
-        jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.DISCONNECT, what)
+        jobs.ensure_queued(jobs.queue("exsync", conn), JobKind.DISCONNECT, what)
         # As an admin waits for the page to say Disconnected (behind whatever the queue holds),
         # and clicks Disconnect again if its job gave up (Graph throttling it for minutes).
-        queue = Queue("exsync", connection=conn)
+        queue = jobs.queue("exsync", conn)
 
         def done() -> bool:
             if conn.hget(store.disconnect_key(), "done"):
@@ -677,7 +676,7 @@ class World:
         """What the OAuth callback does once the service account signed in (app-only access:
         the refresh token is not what the workers use)."""
         connection.mark_connected(conn, SecretBox(SECRET_KEY), "refresh-token", SERVICE_ACCOUNT)
-        jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.INITIAL_SYNC, "exchange")
+        jobs.ensure_queued(jobs.queue("exsync", conn), JobKind.INITIAL_SYNC, "exchange")
 
     def _wipe_redis(self) -> str:
         """Everything Redis held is gone (a new instance, no AOF); the admin authorizes again."""
@@ -692,7 +691,7 @@ class World:
         """After Redis lost its data: the admin authorizes the stored connection again, or, with
         none stored (the environment's registration), Authorize's initial sync is all there is."""
         if connection.load(conn).status == connection.Status.NOT_CONFIGURED:
-            jobs.ensure_queued(Queue("exsync", connection=conn), JobKind.INITIAL_SYNC, "exchange")
+            jobs.ensure_queued(jobs.queue("exsync", conn), JobKind.INITIAL_SYNC, "exchange")
         else:
             self._authorize(conn)
 
