@@ -10,10 +10,19 @@ gives the pattern that scans every key of that shape.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import redis
 
+if TYPE_CHECKING:  # core.settings imports modules that import this one
+    from core.settings import Settings
+
 PREFIX = "exsync"
+
+
+def connect_service(settings: Settings) -> redis.Redis:
+    """The service's Redis, as EXSYNC_REDIS_URL and EXSYNC_REDIS_CA_FILE name it."""
+    return connect(settings.redis_url, settings.redis_ca_file)
 
 
 def connect(url: str, ca_file: str | None = None) -> redis.Redis:

@@ -53,16 +53,12 @@ def _where(ctx: click.Context) -> str:
     return f" at {_without_password(settings.redis_url)}" if settings else ""
 
 
-def _redis(settings: Settings) -> redis.Redis:
-    return store.connect(settings.redis_url, settings.redis_ca_file)
-
-
 def _redis_accepts(settings: Settings) -> None:
     """Stop a long-running process at start (exit 2) when Redis refuses EXSYNC_REDIS_URL's
     credentials or presents a certificate we do not trust: it would retry forever. Redis down
     is no reason to stop, the process waits for it."""
     try:
-        with _redis(settings) as conn:
+        with store.connect_service(settings) as conn:
             conn.ping()
     except redis.AuthenticationError:
         raise  # Exsync.invoke names the setting
@@ -213,7 +209,7 @@ def status(as_json: bool) -> None:
     from exsync import ops_state
 
     settings = command_settings()
-    conn = _redis(settings)
+    conn = store.connect_service(settings)
     link, rows = staff_status.current(conn, settings)
     initial = progress(conn)
     queue = ops_state.queue_state(conn, settings.queue_name)
@@ -276,7 +272,7 @@ def initial_sync(status_only: bool) -> None:
     from core.progress import progress
 
     settings = command_settings()
-    conn = _redis(settings)
+    conn = store.connect_service(settings)
     if not status_only:
         queue = jobs.queue(settings.queue_name, conn)
         jobs.ensure_queued(queue, JobKind.INITIAL_SYNC, "exchange")
@@ -333,7 +329,7 @@ def admin_add_user(email: str, role: str, password: str) -> None:
 
     settings = command_settings()
     try:
-        email = add_user(_redis(settings), email, password, role)
+        email = add_user(store.connect_service(settings), email, password, role)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"{role} account {email} saved")
@@ -350,7 +346,7 @@ def admin_add_token(name: str) -> None:
 
     settings = command_settings()
     try:
-        token = add_token(_redis(settings), name)
+        token = add_token(store.connect_service(settings), name)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(token)
@@ -364,7 +360,7 @@ def admin_remove_user(email: str) -> None:
 
     settings = command_settings()
     try:
-        removed = remove_user(_redis(settings), email)
+        removed = remove_user(store.connect_service(settings), email)
     except AdminUserError as exc:
         raise click.UsageError(str(exc)) from None
     if not removed:
@@ -380,7 +376,7 @@ def admin_revoke_token(name: str) -> None:
     from core.admin_accounts import revoke_token
 
     settings = command_settings()
-    if not revoke_token(_redis(settings), name):
+    if not revoke_token(store.connect_service(settings), name):
         click.echo(f"exsync: no token named {name}", err=True)
         sys.exit(EXIT_PROBLEM)
     click.echo(f"token {name} revoked")

@@ -11,7 +11,7 @@ from core.settings import Settings
 
 
 def _registry(settings: Settings) -> FailedJobRegistry:
-    conn = store.connect(settings.redis_url, settings.redis_ca_file)
+    conn = store.connect_service(settings)
     return FailedJobRegistry(queue=jobs.queue(settings.queue_name, conn))
 
 

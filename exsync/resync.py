@@ -52,7 +52,7 @@ def resync(user: str | None, every: bool, no_wait: bool, timeout: int) -> None:
     if bool(user) == every:
         raise click.UsageError("name one staff member (email, staff id or Graph user id) or --all")
     settings = command_settings()
-    conn = store.connect(settings.redis_url, settings.redis_ca_file)
+    conn = store.connect_service(settings)
     rows = staff_status.rows(conn, polling=False)
     if every and not rows:
         click.echo("exsync: no staff members known yet; run `exsync initial-sync` first", err=True)

@@ -266,7 +266,7 @@ def holds_list() -> None:
     from core import held_removals, store
 
     settings = command_settings()
-    conn = store.connect(settings.redis_url, settings.redis_ca_file)
+    conn = store.connect_service(settings)
     found = held_removals.held(conn)
     if not found:
         click.echo("no removals held")
@@ -310,7 +310,7 @@ def discard(user_id: str) -> None:
     from core import held_removals, store
 
     settings = command_settings()
-    conn = store.connect(settings.redis_url, settings.redis_ca_file)
+    conn = store.connect_service(settings)
     _held(conn, user_id)
     count = held_removals.discard(conn, user_id)
     click.echo(f"discarded {count} held removal(s); the busy blocks stay")

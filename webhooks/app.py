@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     request_id.init_app(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     jobs.configure(settings.job_retries, settings.job_timeout)
-    conn = store.connect(settings.redis_url, settings.redis_ca_file)
+    conn = store.connect_service(settings)
     app.extensions["exsync"] = Services(settings, conn, jobs.queue(settings.queue_name, conn))
     app.register_blueprint(coconut.bp)
     app.register_blueprint(graph.bp)

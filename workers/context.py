@@ -52,7 +52,7 @@ class WorkerContext:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return store.connect(self.settings.redis_url, self.settings.redis_ca_file)
+        return store.connect_service(self.settings)
 
     @cached_property
     def queue(self) -> Queue:
