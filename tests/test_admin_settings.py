@@ -98,18 +98,22 @@ def test_saved_connection_holds_the_clouds_endpoints_for_the_workers(
     assert saved.tenant_authority == f"{authority}/{TENANT}"
 
 
+def signed_in_with_the_emulator_as_worldwide(redis_url: str, redis_conn: redis.Redis) -> Browser:
+    make_accounts(redis_conn)
+    app = make_app(
+        redis_url,
+        cloud_override_graph_url="https://127.0.0.1:8443/v1.0",
+        cloud_override_authority="https://127.0.0.1:8443",
+    )
+    browser = Browser(app)
+    browser.sign_in()
+    return browser
+
+
 def test_cloud_override_points_worldwide_at_the_emulator_and_accepts_its_client_id(
     redis_url: str, redis_conn: redis.Redis
 ) -> None:
-    make_accounts(redis_conn)
-    browser = Browser(
-        make_app(
-            redis_url,
-            cloud_override_graph_url="https://127.0.0.1:8443/v1.0",
-            cloud_override_authority="https://127.0.0.1:8443",
-        )
-    )
-    browser.sign_in()
+    browser = signed_in_with_the_emulator_as_worldwide(redis_url, redis_conn)
     page = browser.get("/admin/exchange").get_data(as_text=True)
     assert '<dd id="graph-endpoint">https://127.0.0.1:8443/v1.0</dd>' in page
     response = browser.post("/admin/exchange", valid_settings(client_id="exsync-demo-app"))
@@ -124,15 +128,7 @@ def test_the_pages_let_authorize_redirect_its_form_post_to_every_sign_in_authori
 ) -> None:
     """Chromium checks a form's redirects against form-action, and Authorize's post is answered
     with a redirect to the cloud's sign-in authority (here the emulator's)."""
-    make_accounts(redis_conn)
-    browser = Browser(
-        make_app(
-            redis_url,
-            cloud_override_graph_url="https://127.0.0.1:8443/v1.0",
-            cloud_override_authority="https://127.0.0.1:8443",
-        )
-    )
-    browser.sign_in()
+    browser = signed_in_with_the_emulator_as_worldwide(redis_url, redis_conn)
     policy = browser.get("/admin/exchange").headers["Content-Security-Policy"]
     form_action = next(d.split() for d in policy.split(";") if d.split()[0] == "form-action")
     assert form_action[1:] == [
