@@ -23,15 +23,15 @@ ENV_PREFIX = "EXSYNC_"
 # The app registration an environment-only setup signs in with (core.microsoft.graph_access).
 REGISTRATION = ("tenant_id", "client_id", "client_secret")
 AUDIT_OFF = {"", "none"}
-MIN_METRICS_TOKEN_BYTES = 32
 # The values the demo profile of docker-compose.yml sets, published with the source: anyone can
 # sign a webhook or read a refresh token with them, so only a demo (EXSYNC_DEMO) may use them.
 DEMO_SECRETS = {
     "secret_key": "ZGVtby1rZXktbm90LWZvci1wcm9kdWN0aW9uLTAwMDA=",
     "coconut_webhook_secret": "demo-webhook-secret-not-for-production",
 }
-# HMAC-SHA256 keys shorter than the hash's own 32 bytes are weaker than the hash (RFC 2104 §3).
-MIN_WEBHOOK_SECRET_BYTES = 32
+# A webhook secret is an HMAC-SHA256 key, weaker than the hash below its 32 bytes (RFC 2104
+# §3); the metrics token can be tried by anyone reaching the web port: as hard to guess.
+MIN_SECRET_BYTES = 32
 HOW_TO_GENERATE = {
     "secret_key": 'python3 -c "from cryptography.fernet import Fernet; '
     'print(Fernet.generate_key().decode())"',
@@ -189,12 +189,7 @@ class Settings(BaseSettings):
     @field_validator("metrics_token")
     @classmethod
     def _metrics_token(cls, value: str) -> str:
-        # Anyone can reach the web port and try tokens: a short one could be guessed.
-        if value and len(value.encode()) < MIN_METRICS_TOKEN_BYTES:
-            raise ValueError(
-                f"must be at least {MIN_METRICS_TOKEN_BYTES} bytes, got {len(value.encode())}; "
-                f"generate one with: {HOW_TO_GENERATE['metrics_token']}"
-            )
+        _long_enough("metrics_token", value)
         return value
 
     @field_validator("secret_key")
@@ -210,11 +205,7 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_secret(cls, value: str, info: ValidationInfo) -> str:
         _not_public("coconut_webhook_secret", value == DEMO_SECRETS["coconut_webhook_secret"], info)
-        if value and len(value.encode()) < MIN_WEBHOOK_SECRET_BYTES:
-            raise ValueError(
-                f"must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes, got {len(value.encode())}; "
-                f"generate one with: {HOW_TO_GENERATE['coconut_webhook_secret']}"
-            )
+        _long_enough("coconut_webhook_secret", value)
         return value
 
     @field_validator("cloud_override_graph_url", "cloud_override_authority")
@@ -266,6 +257,15 @@ class Settings(BaseSettings):
             problem = f"missing required setting(s): {', '.join(missing)}"
             raise SettingsError("; ".join([problem, *hints]))
         return self
+
+
+def _long_enough(name: str, value: str) -> None:
+    """Refuse a secret set shorter than MIN_SECRET_BYTES (bytes: the key is the bytes)."""
+    if value and len(value.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"must be at least {MIN_SECRET_BYTES} bytes, got {len(value.encode())}; "
+            f"generate one with: {HOW_TO_GENERATE[name]}"
+        )
 
 
 def _not_public(name: str, is_demo_value: bool, info: ValidationInfo) -> None:
