@@ -12,12 +12,13 @@ from __future__ import annotations
 import hmac
 import os
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from core.metrics import StateCollector
+from webhooks.admin.auth import bearer_token
 
 bp = Blueprint("metrics", __name__)
 
@@ -49,5 +50,5 @@ def metrics() -> ResponseReturnValue:
 
 
 def _bearer_is(token: str) -> bool:
-    sent = request.headers.get("Authorization", "")
-    return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+    sent = bearer_token()
+    return sent is not None and hmac.compare_digest(sent.encode(), token.encode())
