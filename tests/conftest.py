@@ -123,9 +123,9 @@ STARTERS = (
     "tests.graph_emulator_support:Emulator",
     "tests.chaos.system:ChaosSystem",
     "playwright.sync_api:sync_playwright",  # Chromium
-    # Not a process, but an in-process RQ worker's burst can end with a 60 s wait (rq 3.0 joins
-    # its pubsub thread, which redis-py 8.2's PubSubWorkerThread.stop lets sleep out).
+    # Not a process, but an RQ worker run in-process (its command thread, its registries).
     "rq:SimpleWorker",
+    "workers.runner:PromptWorker",
 )
 
 # Modules whose every test starts processes, however it does.

@@ -7,17 +7,18 @@ failed and go back on the queue by id or all at once; a wrong id is a problem (e
 from __future__ import annotations
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from core import jobs
 from tests.cli_support import invoke
+from workers.runner import PromptWorker
 
 
 def failing_job(conn: redis.Redis, job_id: str) -> Queue:
     """A job that really runs and fails: int("not a number") raises ValueError."""
     queue = jobs.queue("exsync", conn)
     queue.enqueue("builtins.int", "not a number", job_id=job_id)
-    SimpleWorker([queue], connection=conn, serializer=jobs.SERIALIZER).work(burst=True)
+    PromptWorker([queue], connection=conn, serializer=jobs.SERIALIZER).work(burst=True)
     return queue
 
 

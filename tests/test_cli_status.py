@@ -10,13 +10,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import redis
-from rq import SimpleWorker
 from rq.utils import utcformat
 
 from core import jobs, store
 from core.staff_status import ROSTER_KEY
 from tests.cli_support import invoke
 from tests.harness import TENANT
+from workers.runner import PromptWorker
 
 REFUSED = "Exchange refused access to this mailbox (403 ErrorAccessDenied)"
 # The app registration in the settings, as the demo and the test harness run: it syncs.
@@ -45,7 +45,7 @@ def a_failed_job(conn: redis.Redis) -> None:
     """A job that really ran and failed: int("not a number") raises ValueError."""
     queue = jobs.queue("exsync", conn)
     queue.enqueue("builtins.int", "not a number", job_id="appointment-9")
-    SimpleWorker([queue], connection=conn, serializer=jobs.SERIALIZER).work(burst=True)
+    PromptWorker([queue], connection=conn, serializer=jobs.SERIALIZER).work(burst=True)
 
 
 def a_job_waiting_for(conn: redis.Redis, minutes: int) -> None:

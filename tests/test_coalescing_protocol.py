@@ -14,10 +14,11 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from core import jobs, store
+from workers.runner import PromptWorker
 
 
 class Probe(NamedTuple):
@@ -94,7 +95,7 @@ def test_every_change_is_read_by_a_round_that_started_after_it(
     SCRIPT = script
     for _ in range(before):
         script.change()
-    worker = SimpleWorker([queue], connection=queue.connection, serializer=jobs.SERIALIZER)
+    worker = PromptWorker([queue], connection=queue.connection, serializer=jobs.SERIALIZER)
     scheduled = ScheduledJobRegistry(queue=queue)
     for _ in range(20):
         worker.work(burst=True)
@@ -166,7 +167,7 @@ def versioned_probe(item: str) -> int:
 
 
 def _drain(queue: Queue) -> None:
-    worker = SimpleWorker([queue], connection=queue.connection, serializer=jobs.SERIALIZER)
+    worker = PromptWorker([queue], connection=queue.connection, serializer=jobs.SERIALIZER)
     for _ in range(20):
         worker.work(burst=True)
         if not queue.count:
